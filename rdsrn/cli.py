@@ -1,0 +1,61 @@
+"""The `rdsrn` command: train / eval / export / upscale / bench.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`; those modules import heavy dependencies (torch, tensorflow, a
+runtime) only inside `run`, so `rdsrn upscale` works with only the runtime installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from runtimes.errors import UserError
+
+from . import __version__
+
+# subcommand -> (module, one-line help). Explicit list, no discovery magic.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("rdsrn.training.cli", "train a model (needs rdsrn[train])"),
+    "eval": ("rdsrn.eval_cli", "evaluate a model or artifact on SR test sets"),
+    "export": ("export.cli", "export weights to ONNX / TFLite (needs rdsrn[export])"),
+    "upscale": ("runtimes.cli", "upscale images or video with an exported model"),
+    "bench": ("benchmarks.cli", "latency / accuracy benchmark table"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rdsrn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rdsrn {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks (also RDSRN_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("RDSRN_DEBUG") == "1"
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("rdsrn: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError, KeyError, ValueError) as exc:
+        if debug:
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rdsrn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

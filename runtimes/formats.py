@@ -1,0 +1,59 @@
+"""The one table of export formats, read by the exporter, the runtime layer and the
+benchmark. Pure Python: importing it loads no runtime.
+
+Every artifact carries its metadata inside the file as one JSON object under the key
+`METADATA_KEY` (ONNX: `metadata_props`; TFLite: a named metadata buffer). Its fields:
+
+    format        "onnx" | "tflite"
+    scale         int, upscaling factor
+    layout        "NCHW" | "NHWC" (input and output)
+    value_range   [0, 1] for float I/O; for quantized I/O the real range is still [0, 1]
+    color_order   "RGB"
+    precision     "fp32" | "fp16" | "int8"
+    io_dtype      "float32" | "uint8" | "int8" (dtype of the input/output tensors)
+    quantization  {} or details (method, calibration images/patches, per_channel, ...)
+    input_size    "dynamic" or [H, W] (LR input size the file accepts)
+    min_input     int, smallest LR side the model accepts
+    model         registry name (e.g. "rdsrn_x4"), recursions, csr
+    rdsrn_version package version that wrote it
+    weights_sha256 hash of the source weights
+    parity        measured parity vs PyTorch: {"max_abs_diff": ..., "psnr_vs_torch": ...}
+    delta_psnr    INT8 only: Set5 Y-PSNR drop vs the FP32 model, dB
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METADATA_KEY = "rdsrn"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # CLI name
+    suffix: str  # file suffix
+    precisions: tuple[str, ...]
+    layout: str  # tensor layout of input and output
+    export_extra: str  # pip extra that can write it
+    runtime_extra: str  # pip extra that can run it
+    options: tuple[str, ...] = ()  # format-specific export options
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format("onnx", ".onnx", ("fp32", "int8"), "NCHW", "export", "onnx",
+                   ("input_size",)),
+    "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "export",
+                     "litert", ("input_size", "int8_io")),
+}
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def format_for_path(path: str) -> Format:
+    """The format of a model file, by its suffix (the content is checked on load)."""
+    lower = str(path).lower()
+    for fmt in FORMATS.values():
+        if lower.endswith(fmt.suffix):
+            return fmt
+    known = ", ".join(f.suffix for f in FORMATS.values())
+    raise ValueError(f"{path}: unknown model file type (expected {known})")
