@@ -1,0 +1,102 @@
+"""The standard SR evaluation protocol over a folder of HR images.
+
+Per image: HR mod-cropped to the scale; LR = MATLAB bicubic downscale (uint8); SR =
+upscale_fn(LR); PSNR and SSIM on the BT.601 Y channel with `scale` border pixels cropped.
+A gray HR image is replicated to 3 channels (the models take RGB), so its Y is
+computed like that of any RGB image (as BasicSR does when it reads it with OpenCV).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runtimes.errors import UserError
+
+from .data import list_images, make_lr, mod_crop, read_image
+from .imresize import imresize
+from .metrics import calc_psnr, calc_ssim
+
+# LR uint8 RGB HxWx3 -> SR uint8 RGB (scale*H)x(scale*W)x3
+UpscaleFn = Callable[[np.ndarray], np.ndarray]
+
+
+def bicubic_upscale_fn(scale: int) -> UpscaleFn:
+    """The baseline: MATLAB bicubic upscale of the LR image by `scale` (uint8 out)."""
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        return imresize(lr, scale)
+    return upscale
+
+
+def torch_upscale_fn(model: Any, device: str = "cpu") -> UpscaleFn:
+    """Wrap a torch SR model (RGB float NCHW in [0, 1] -> unclamped output) as an
+    upscale_fn: the output is clamped to [0, 1] and rounded to uint8."""
+    import torch  # lazy: the evaluation core runs without torch
+
+    model = model.to(device).eval()
+
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).to(device)
+        x = x.unsqueeze(0).float().div_(255.0)
+        with torch.inference_mode():
+            y = model(x).clamp_(0.0, 1.0)
+        out = y[0].permute(1, 2, 0).cpu().double().numpy()
+        return np.floor(out * 255.0 + 0.5).astype(np.uint8)
+
+    return upscale
+
+
+def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[float, float]:
+    hr = read_image(path)
+    if hr.ndim == 2:
+        hr = np.repeat(hr[:, :, None], 3, axis=2)
+    hr = mod_crop(hr, scale)
+    min_side = 11 + 2 * scale  # SSIM window after the border crop
+    if min(hr.shape[:2]) < min_side:
+        raise UserError(f"{path}: image too small to evaluate at x{scale} "
+                        f"(needs at least {min_side}x{min_side} pixels)")
+    lr = make_lr(hr, scale)
+    sr = np.asarray(upscale_fn(lr))
+    if sr.shape != hr.shape or sr.dtype != np.uint8:
+        # ValueError, not UserError: a model fault is never skipped as a bad file.
+        raise ValueError(f"{path}: the model returned {sr.dtype} {sr.shape}, expected "
+                        f"uint8 {hr.shape} for LR {lr.shape[:2]} at x{scale}")
+    return calc_psnr(sr, hr, scale), calc_ssim(sr, hr, scale)
+
+
+def evaluate_dataset(upscale_fn: UpscaleFn, folder: str | Path, scale: int, *,
+                     skip_bad: bool = False) -> dict[str, Any]:
+    """Evaluate `upscale_fn` on every image in `folder` at `scale`.
+
+    Returns {"dataset": folder name, "folder", "scale", "images": number evaluated,
+    "psnr": mean dB, "ssim": mean, "per_image": [{"name", "psnr", "ssim"}],
+    "skipped": [{"file", "reason"}]}. An unreadable / non-image / too-small file raises
+    UserError naming it, or with `skip_bad` is skipped and listed under "skipped".
+    """
+    folder = Path(folder)
+    per_image: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for path in list_images(folder):
+        try:
+            psnr, ssim = _evaluate_image(upscale_fn, path, scale)
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            skipped.append({"file": str(path), "reason": str(exc)})
+            continue
+        per_image.append({"name": path.name, "psnr": psnr, "ssim": ssim})
+    if not per_image:
+        raise UserError(f"{folder}: no readable images to evaluate "
+                        f"({len(skipped)} skipped)")
+    return {
+        "dataset": folder.name,
+        "folder": str(folder),
+        "scale": scale,
+        "images": len(per_image),
+        "psnr": float(np.mean([r["psnr"] for r in per_image])),
+        "ssim": float(np.mean([r["ssim"] for r in per_image])),
+        "per_image": per_image,
+        "skipped": skipped,
+    }
