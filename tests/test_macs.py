@@ -100,3 +100,32 @@ def test_rdsrn_recursion_scales_macs_linearly():
     p1 = count_params(create_model("rdsrn_x4", recursions=1))
     p3 = count_params(create_model("rdsrn_x4", recursions=3))
     assert p3 - p1 == 2 * 64 * 64  # fusion conv: 64*R -> 64, 1x1
+
+
+# Published (params, G Multi-Adds for a 1280x720 x4 output) of the Table II networks.
+PUBLISHED = {
+    "srcnn_x4": (57_184 + 97, 52.7),   # SRCNN 9-5-5 on Y; paper's 0.057 M excludes biases
+    "carn_x4": (1_592_000, 90.9),      # CARN paper: 1,592 K, 90.9 G
+    "imdn_x4": (715_000, 40.9),        # IMDN paper: 715 K, 40.9 G
+    "rdn_x4": (22_271_107, 1309.0),    # RDN: 22 M; RDSRN Table II: 1,309 G
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_comparison_networks_match_published_counts(name):
+    model = create_model(name)
+    params, gmacs = PUBLISHED[name]
+    assert count_params(model) == pytest.approx(params, rel=0.002)
+    pre = getattr(model, "pre_upscaled", False)
+    macs = macs_for_hd_output(model, pre_upscaled=pre, in_channels=model.in_channels)
+    assert macs / 1e9 == pytest.approx(gmacs, rel=0.002)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_comparison_networks_run(name):
+    model = create_model(name).eval()
+    x = torch.rand(1, model.in_channels, 6, 5)
+    with torch.no_grad():
+        y = model(x)
+    s = 1 if getattr(model, "pre_upscaled", False) else 4
+    assert y.shape == (1, model.in_channels, 6 * s, 5 * s)

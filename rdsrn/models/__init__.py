@@ -7,13 +7,23 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .carn import CARN
+from .imdn import IMDN
+from .rdn import RDN
 from .rdsrn import RDSRN
+from .srcnn import SRCNN
 
 # name -> (constructor, default kwargs). Explicit, no import-by-filename magic.
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "rdsrn_x2": (RDSRN, dict(scale=2, recursions=3, csr=0.5)),
     "rdsrn_x3": (RDSRN, dict(scale=3, recursions=3, csr=0.5)),
     "rdsrn_x4": (RDSRN, dict(scale=4, recursions=3, csr=0.5)),
+    # Comparison architectures of the paper's Table II, for params/MACs/latency
+    # (no trained weights shipped).
+    "srcnn_x4": (SRCNN, dict(scale=4)),
+    "carn_x4": (CARN, dict(scale=4)),
+    "imdn_x4": (IMDN, dict(scale=4)),
+    "rdn_x4": (RDN, dict(scale=4)),
 }
 
 
