@@ -1,0 +1,1 @@
+"""Training core: config, in-RAM patch sampler, trainer with EMA/checkpoints/resume."""

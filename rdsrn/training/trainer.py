@@ -1,0 +1,414 @@
+"""The training loop: L1 loss, Adam, warm-up + cosine/multistep schedule, gradient
+clipping, EMA weights, bf16 autocast + channels_last on capable CPUs (AMP on CUDA),
+optional DistributedDataParallel under torchrun, validation on Set5, atomic
+checkpoints with exact resume, and SIGINT/SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtimes.errors import UserError
+
+from .. import __version__
+from ..models import create_model
+from ..weights import save_weights
+from .config import TrainConfig
+from .data import PatchSampler
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AMX-BF16 or AVX512-BF16 (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(precision, reason): 'bf16' or 'fp32' on CPU, 'amp' or 'fp32' on CUDA."""
+    if requested == "fp32":
+        return "fp32", "forced by config/--precision"
+    if device.type == "cuda":
+        return "amp", "CUDA present: automatic mixed precision"
+    if requested == "bf16":
+        return "bf16", "forced by config/--precision"
+    if cpu_has_fast_bf16():
+        return "bf16", "CPU has AMX/AVX512-BF16: bf16 autocast"
+    return "fp32", "CPU lacks AMX/AVX512-BF16: fp32"
+
+
+def lr_factor(cfg: TrainConfig, it: int) -> float:
+    """Multiplier of cfg.lr at optimizer step `it` (0-based)."""
+    if cfg.warmup_iters > 0 and it < cfg.warmup_iters:
+        return (it + 1) / cfg.warmup_iters
+    if cfg.schedule == "cosine":
+        span = max(1, cfg.iterations - cfg.warmup_iters)
+        t = min(1.0, (it - cfg.warmup_iters) / span)
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    return cfg.gamma ** sum(it >= m for m in cfg.milestones)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm start: the average follows the weights closely in the first steps.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def init_weights_from(model: nn.Module, path: str) -> int:
+    """Copy every tensor of `path` whose name and shape match `model`; returns how many."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from ..weights import load_state
+
+        state, _ = load_state(p)
+    else:
+        ckpt = load_checkpoint(p)
+        state = ckpt.get("ema") or ckpt.get("model")
+        if not isinstance(state, dict):
+            raise UserError(f"{p}: no model weights in checkpoint")
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise UserError(f"{p}: no tensor fits this architecture")
+    own.update(matched)
+    model.load_state_dict(own)
+    return len(matched)
+
+
+class Validator:
+    """Y-PSNR/SSIM on a folder of HR images at the training scale (fp32, EMA weights)."""
+
+    def __init__(self, folder: str, scale: int) -> None:
+        from ..data import list_images, make_lr, mod_crop, read_image
+
+        self.scale = scale
+        self.pairs = []
+        for path in list_images(folder):
+            hr = read_image(path)
+            if hr.ndim == 2:
+                hr = np.repeat(hr[:, :, None], 3, axis=2)
+            hr = mod_crop(hr, scale)
+            self.pairs.append((make_lr(hr, scale), hr))
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> tuple[float, float]:
+        from ..metrics import calc_psnr, calc_ssim
+
+        model.eval()
+        psnrs, ssims = [], []
+        for lr, hr in self.pairs:
+            x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255)
+            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
+            psnrs.append(calc_psnr(y, hr, crop_border=self.scale, test_y_channel=True))
+            ssims.append(calc_ssim(y, hr, crop_border=self.scale, test_y_channel=True))
+        return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "os": platform.platform()}
+
+
+class Trainer:
+    """Runs one training job described by a TrainConfig."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.stop_requested = False
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if cfg.device == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            dev = cfg.device
+        if dev == "cuda" and self.world > 1:
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        self.device = torch.device(dev)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.precision, self.precision_reason = choose_precision(cfg.precision, self.device)
+        self.out = Path(cfg.out_dir)
+        self.is_main = self.rank == 0
+
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.model = create_model(cfg.model, **cfg.model_args).to(self.device)
+        if cfg.init_from:
+            n = init_weights_from(self.model, cfg.init_from)
+            self.log_text(f"initialised {n} tensors from {cfg.init_from}")
+        self.scale = self.model.scale
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
+                                          betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(cfg, it))
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+        self.ddp_model: nn.Module = self.model
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.sampler = PatchSampler(cfg.train_dirs, self.scale, cfg.patch_size, cfg.cache_dir,
+                                    seed=cfg.seed + 1000 * self.rank, augment=cfg.augment,
+                                    progress=progress and self.is_main)
+        self.validator = (Validator(cfg.val_dir, self.scale)
+                          if self.is_main and cfg.val_every > 0 and cfg.val_dir else None)
+        self.iteration = 0
+        self.best_psnr = -1.0
+        self.elapsed = 0.0  # training seconds over all sessions of this run
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "rdsrn-checkpoint-1",
+            "model_name": self.cfg.model,
+            "model_config": dict(self.model.config),
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "iteration": self.iteration,
+            "best_psnr": self.best_psnr,
+            "elapsed": self.elapsed,
+            "rng": {"numpy": json.dumps(self.sampler.rng.bit_generator.state),
+                    "torch": torch.get_rng_state(),
+                    "python": json.dumps(random.getstate())},
+            "config": self.cfg.resolved(),
+        }
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise UserError(f"--resume: no checkpoint at {path}")
+        ckpt = load_checkpoint(path)
+        if ckpt.get("model_name") != self.cfg.model or ckpt.get("model_config") != dict(self.model.config):
+            raise UserError(f"{path}: checkpoint is of another architecture "
+                            f"({ckpt.get('model_name')} {ckpt.get('model_config')})")
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema and ckpt["ema"] is not None:
+            self.ema.model.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.iteration = int(ckpt["iteration"])
+        self.best_psnr = float(ckpt["best_psnr"])
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
+        state = json.loads(ckpt["rng"]["numpy"])
+        if self.rank:  # each rank draws its own patches
+            state = np.random.default_rng(self.cfg.seed + 1000 * self.rank).bit_generator.state
+        self.sampler.rng.bit_generator.state = state
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        py = json.loads(ckpt["rng"]["python"])
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        self.log_text(f"resumed from {path} at iteration {self.iteration}")
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(self.state(), self.out / name)
+
+    # ------------------------------------------------------------------ logging
+    def log_text(self, msg: str) -> None:
+        if self.is_main:
+            print(f"[rdsrn train] {msg}", flush=True)
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def weights_meta(self, psnr: float, ssim: float) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "model": cfg.model, "config": dict(self.model.config), "scale": self.scale,
+            "recursions": self.model.recursions, "csr": self.model.csr,
+            "value_range": [0, 1], "color_order": "RGB", "layout": "NCHW",
+            "rdsrn_version": __version__,
+            "recipe": {"data": cfg.train_dirs, "iterations": self.iteration,
+                       "planned_iterations": cfg.iterations, "batch": cfg.batch_size * self.world,
+                       "patch_lr": cfg.patch_size, "precision": self.precision,
+                       "optimizer": f"Adam lr={cfg.lr} betas={cfg.betas}",
+                       "schedule": f"{cfg.schedule} warmup={cfg.warmup_iters}",
+                       "ema_decay": cfg.ema_decay, "loss": "L1",
+                       "wall_time_s": round(self.elapsed, 1), "machine": machine_info(),
+                       "init_from": cfg.init_from or None},
+            "val": {"dataset": Path(cfg.val_dir).name, "psnr_y": round(psnr, 4),
+                    "ssim_y": round(ssim, 5), "iteration": self.iteration},
+        }
+
+    # ------------------------------------------------------------------ loop
+    def _handle_signal(self, signum, _frame) -> None:
+        self.stop_requested = True
+        self.log_text(f"signal {signum}: saving a checkpoint and stopping")
+
+    def validate(self) -> tuple[float, float]:
+        model = self.ema.model if self.ema else self.model
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        psnr, ssim = self.validator(model)
+        self.model.train()
+        return psnr, ssim
+
+    def train_step(self) -> float:
+        lr, hr = self.sampler.sample(self.cfg.batch_size)
+        lr, hr = lr.to(self.device), hr.to(self.device)
+        if self.cfg.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.precision == "fp32":
+            loss = F.l1_loss(self.ddp_model(lr), hr)
+        else:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.autocast(self.device.type, dtype=dtype):
+                sr = self.ddp_model(lr)
+            loss = F.l1_loss(sr.float(), hr)
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model, self.iteration)
+        return float(loss.detach())
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.log_text(f"model {cfg.model} {self.model.config}, "
+                      f"{sum(p.numel() for p in self.model.parameters())} params, "
+                      f"{len(self.sampler)} training images, world {self.world}")
+        self.log_text(f"precision: {self.precision} ({self.precision_reason}), device {self.device}, "
+                      f"threads {torch.get_num_threads()}")
+        old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.iterations, initial=self.iteration, unit="it", dynamic_ncols=True)
+        self.model.train()
+        session_start = time.perf_counter()
+        t_last, it_last, losses = time.perf_counter(), self.iteration, []
+        result: dict[str, Any] = {}
+        try:
+            while self.iteration < cfg.iterations and not self.stop_requested:
+                t0 = time.perf_counter()
+                losses.append(self.train_step())
+                self.iteration += 1
+                self.elapsed += time.perf_counter() - t0
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if self.iteration % cfg.log_every == 0:
+                    now = time.perf_counter()
+                    self.log_row({"iteration": self.iteration, "loss": float(np.mean(losses)),
+                                  "lr": self.scheduler.get_last_lr()[0],
+                                  "it_per_s": (self.iteration - it_last) / (now - t_last),
+                                  "elapsed_s": round(self.elapsed, 1)})
+                    t_last, it_last, losses = now, self.iteration, []
+                if self.validator and self.iteration % cfg.val_every == 0:
+                    self._validate_and_keep()
+                if self.iteration % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.max_minutes and time.perf_counter() - session_start > cfg.max_minutes * 60:
+                    self.log_text(f"max_minutes={cfg.max_minutes} reached")
+                    break
+            self.save()
+            if self.validator and self.iteration >= cfg.iterations and self.iteration % cfg.val_every:
+                self._validate_and_keep()
+            result = {"iteration": self.iteration, "best_psnr": self.best_psnr,
+                      "stopped": self.stop_requested}
+        finally:
+            if bar:
+                bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self.is_main:
+            from .plots import plot_curves
+
+            plot_curves(self.out / "log.jsonl", self.out / "curves.png")
+        self.log_text(f"done at iteration {self.iteration}; best val PSNR {self.best_psnr:.3f} dB")
+        return result
+
+    def _validate_and_keep(self) -> None:
+        psnr, ssim = self.validate()
+        self.log_row({"iteration": self.iteration, "val_psnr": psnr, "val_ssim": ssim})
+        self.log_text(f"iter {self.iteration}: val {Path(self.cfg.val_dir).name} x{self.scale} "
+                      f"PSNR {psnr:.3f} dB SSIM {ssim:.4f}")
+        model = self.ema.model if self.ema else self.model
+        save_weights(self.out / "last.safetensors", model, self.weights_meta(psnr, ssim))
+        if psnr > self.best_psnr:
+            self.best_psnr = psnr
+            save_weights(self.out / "best.safetensors", model, self.weights_meta(psnr, ssim))
+            self.save("best.pt")
+        from .plots import plot_curves
+
+        plot_curves(self.out / "log.jsonl", self.out / "curves.png")
