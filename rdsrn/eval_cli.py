@@ -1,0 +1,187 @@
+"""`rdsrn eval`: PSNR / SSIM (Y channel) of a model on standard SR test sets.
+
+--model accepts `bicubic` (the baseline), a registry name (its shipped weights), a
+.safetensors weights file (architecture from its metadata), or an exported .onnx /
+.tflite file (run by runtimes.Upscaler). Heavy imports happen inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from runtimes.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+EXPORT_SUFFIXES = (".onnx", ".tflite")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="bicubic", metavar="NAME|FILE",
+                        help="'bicubic', a registry name (e.g. rdsrn_x4), a .safetensors "
+                             "weights file, or an exported .onnx/.tflite file "
+                             "(default: bicubic)")
+    parser.add_argument("--data", default="Set5", metavar="DIR[,DIR...]",
+                        help="comma-separated folders of HR images, or names of test sets "
+                             "in ../shared/data/test (Set5, Set14, BSD68); default: Set5")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
+                        help="upscaling factor (default: the model's; required for bicubic)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write the results as a JSON list to FILE")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable / non-image files (listed) instead of failing")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the model (default: the library's choice)")
+
+
+def data_root() -> Path:
+    """Where named test sets live: $RDSRN_DATA/test, else ../shared/data/test."""
+    env = os.environ.get("RDSRN_DATA")
+    return (Path(env) if env else REPO.parent / "shared" / "data") / "test"
+
+
+def resolve_datasets(spec: str) -> list[Path]:
+    """Folders for a comma-separated list of folders and/or test-set names."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise UserError("--data is empty")
+    root = data_root()
+    folders = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            folders.append(path)
+            continue
+        named = root / item
+        if "/" not in item and os.sep not in item and named.is_dir():
+            folders.append(named)
+            continue
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        hint = f" (known test sets: {', '.join(known)})" if known else ""
+        raise UserError(f"{item}: no such folder or test set{hint}")
+    return folders
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def _torch_model_fn(model: Any, threads: int | None) -> tuple[Callable, int]:
+    from .evaluate import torch_upscale_fn
+
+    _set_torch_threads(threads)
+    return torch_upscale_fn(model), int(model.scale)
+
+
+def build_upscaler(model_spec: str, scale: int | None,
+                   threads: int | None = None) -> tuple[Callable, int]:
+    """(upscale_fn, scale) for a --model value; UserError if --scale disagrees."""
+    if model_spec == "bicubic":
+        if scale is None:
+            raise UserError("--scale is required with --model bicubic")
+        from .evaluate import bicubic_upscale_fn
+        return bicubic_upscale_fn(scale), scale
+
+    lower = model_spec.lower()
+    if lower.endswith(".safetensors"):
+        from .models import create_model
+        from .weights import load_into, load_state
+
+        _, meta = load_state(model_spec)
+        name = meta.get("model")
+        if not name:
+            raise UserError(f"{model_spec}: weights metadata names no model "
+                            "(expected key 'model' with a registry name)")
+        config = meta.get("config") or {k: meta[k] for k in ("scale", "recursions", "csr")
+                                        if k in meta}
+        try:
+            model = create_model(name, **config)
+        except TypeError as exc:
+            raise UserError(f"{model_spec}: metadata config does not fit {name!r} ({exc})") \
+                from None
+        load_into(model, model_spec)
+        fn, model_scale = _torch_model_fn(model, threads)
+    elif lower.endswith(EXPORT_SUFFIXES):
+        if not Path(model_spec).is_file():
+            raise UserError(f"{model_spec}: model file not found")
+        try:
+            from runtimes import Upscaler
+        except ImportError as exc:
+            raise UserError(f"cannot run {model_spec}: runtimes.Upscaler unavailable ({exc})") \
+                from None
+        upscaler = Upscaler(model_spec, threads=threads)
+        fn, model_scale = upscaler.upscale, int(upscaler.scale)
+    else:
+        if Path(model_spec).exists():
+            raise UserError(f"{model_spec}: unknown model file type (expected .safetensors, "
+                            ".onnx or .tflite)")
+        from .models import create_model
+
+        fn, model_scale = _torch_model_fn(create_model(model_spec, pretrained=True), threads)
+
+    if scale is not None and scale != model_scale:
+        raise UserError(f"--scale {scale} disagrees with the model {model_spec} "
+                        f"(x{model_scale})")
+    return fn, model_scale
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                               dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'dataset':<12} {'images':>6} {'PSNR':>8} {'SSIM':>7}"]
+    for r in rows:
+        lines.append(f"{r['dataset']:<12} {r['images']:>6} {r['psnr']:>8.2f} {r['ssim']:>7.4f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_dataset
+
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be >= 1")
+    folders = resolve_datasets(args.data)
+    if args.json:
+        json_dir = Path(args.json).parent
+        if not json_dir.is_dir():
+            raise UserError(f"--json: folder {json_dir} does not exist")
+    fn, scale = build_upscaler(args.model, args.scale, args.threads)
+
+    rows = []
+    for folder in folders:
+        result = evaluate_dataset(fn, folder, scale, skip_bad=args.skip_bad)
+        for s in result["skipped"]:
+            print(f"rdsrn eval: skipped {s['reason']}", file=sys.stderr)
+        rows.append({"model": args.model, "dataset": result["dataset"], "scale": scale,
+                     "images": result["images"], "psnr": round(result["psnr"], 4),
+                     "ssim": round(result["ssim"], 6)})
+
+    print(f"model {args.model}, x{scale}, PSNR/SSIM on Y, {scale}-pixel border cropped")
+    print(format_table(rows))
+    if args.json:
+        write_json_atomic(args.json, rows)
+    return 0
