@@ -341,7 +341,8 @@ class Trainer:
             self.ema.update(self.model, self.iteration)
         return float(loss.detach())
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to cfg.iterations, or stop (with a checkpoint) at iteration `stop_at`."""
         cfg = self.cfg
         self.log_text(f"model {cfg.model} {self.model.config}, "
                       f"{sum(p.numel() for p in self.model.parameters())} params, "
@@ -359,7 +360,8 @@ class Trainer:
         t_last, it_last, losses = time.perf_counter(), self.iteration, []
         result: dict[str, Any] = {}
         try:
-            while self.iteration < cfg.iterations and not self.stop_requested:
+            end = min(cfg.iterations, stop_at or cfg.iterations)
+            while self.iteration < end and not self.stop_requested:
                 t0 = time.perf_counter()
                 losses.append(self.train_step())
                 self.iteration += 1
