@@ -116,7 +116,8 @@ def build_upscaler(model_spec: str, scale: int | None,
         except ImportError as exc:
             raise UserError(f"cannot run {model_spec}: runtimes.Upscaler unavailable ({exc})") \
                 from None
-        upscaler = Upscaler(model_spec, threads=threads)
+        # tile=0: whole-image passes like the torch path (fixed-size models still tile).
+        upscaler = Upscaler(model_spec, threads=threads, tile=0)
         fn, model_scale = upscaler.upscale, int(upscaler.scale)
     else:
         if Path(model_spec).exists():

@@ -300,3 +300,42 @@ def test_cli_safetensors_model_and_scale_check(tmp_path, set5_dir, cli_main, cap
     from rdsrn.evaluate import torch_upscale_fn
     res = evaluate_dataset(torch_upscale_fn(model), d, 2)
     assert row["psnr"] == pytest.approx(res["psnr"], abs=1e-4)
+
+
+def test_cli_onnx_model_matches_torch(tmp_path, set5_dir, cli_main):
+    """An exported .onnx file runs through runtimes.Upscaler with the same result."""
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    try:
+        from runtimes import Upscaler  # noqa: F401
+    except ImportError:
+        pytest.skip("runtimes.Upscaler not available")
+    from rdsrn.evaluate import torch_upscale_fn
+    from rdsrn.models import create_model
+    from runtimes.formats import METADATA_KEY
+
+    torch.manual_seed(0)
+    model = create_model("rdsrn_x2", channels=8, hr_channels=8).eval()
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, torch.rand(1, 3, 16, 16), str(path), input_names=["x"],
+                      output_names=["y"], dynamo=False,
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}})
+    proto = onnx.load(str(path))
+    prop = proto.metadata_props.add()
+    prop.key = METADATA_KEY
+    prop.value = json.dumps({"format": "onnx", "scale": 2, "layout": "NCHW",
+                             "precision": "fp32", "io_dtype": "float32",
+                             "input_size": "dynamic", "value_range": [0, 1]})
+    onnx.save(proto, str(path))
+    d = tmp_path / "data"
+    d.mkdir()
+    write_image(d / "bird.png", read_image(set5_dir / "bird.png")[:64, :80])
+
+    out_json = tmp_path / "r.json"
+    assert cli_main(["eval", "--model", str(path), "--data", str(d), "--threads", "1",
+                     "--json", str(out_json)]) == 0
+    row = json.loads(out_json.read_text())[0]
+    ref = evaluate_dataset(torch_upscale_fn(model), d, 2)
+    assert row["scale"] == 2 and row["psnr"] == pytest.approx(ref["psnr"], abs=0.01)
+    assert cli_main(["eval", "--model", str(path), "--data", str(d), "--scale", "3"]) == 2
