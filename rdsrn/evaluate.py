@@ -50,7 +50,8 @@ def torch_upscale_fn(model: Any, device: str = "cpu") -> UpscaleFn:
 
 def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[float, float]:
     hr = read_image(path)
-    if hr.ndim == 2:
+    gray = hr.ndim == 2
+    if gray:
         hr = np.repeat(hr[:, :, None], 3, axis=2)
     hr = mod_crop(hr, scale)
     min_side = 11 + 2 * scale  # SSIM window after the border crop
@@ -63,6 +64,12 @@ def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[floa
         # ValueError, not UserError: a model fault is never skipped as a bad file.
         raise ValueError(f"{path}: the model returned {sr.dtype} {sr.shape}, expected "
                         f"uint8 {hr.shape} for LR {lr.shape[:2]} at x{scale}")
+    if gray:
+        # Literature convention (the SR papers' MATLAB scripts): a gray image is scored on
+        # its gray values, not on rgb2ycbcr's 16..235 Y of a 3-channel copy. The model sees
+        # a 3-channel copy; its output is scored on the rounded mean of its channels.
+        hr = hr[:, :, 0]
+        sr = np.floor(sr.astype(np.float64).mean(axis=2) + 0.5).astype(np.uint8)
     return calc_psnr(sr, hr, scale), calc_ssim(sr, hr, scale)
 
 
