@@ -1,0 +1,85 @@
+"""Rebuild the artifacts bundled with the package from the shipped weights:
+
+    python -m export.bundle            # rdsrn_x4 -> runtimes/models/rdsrn_x4_{fp32,int8}.{onnx,tflite}
+
+Run it again whenever rdsrn/weights/rdsrn_x4.safetensors changes; every file passes its
+export gate (FP32 parity, INT8 ΔPSNR on Set5 <= --max-drop) or is not written, and
+carries the weights' sha256 (tests/test_export_bundle.py checks that it matches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import UserError
+
+from .common import REPO, data_dir
+
+OUT_DIR = REPO / "runtimes" / "models"
+BUNDLED = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
+# INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
+CALIB_N = 200
+
+
+def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | None = None,
+           calib_n: int = CALIB_N, max_drop: float = 0.3, random_seed: int | None = None,
+           only: tuple[tuple[str, str], ...] = BUNDLED, log: Any = print) -> list[Any]:
+    """Export `only` (format, precision) pairs of `model` into `out_dir`; returns results."""
+    from .calibration import make_calibration_set
+    from .cli import artifact_name, parity_sizes
+    from .onnx_export import export_onnx
+    from .parity import parity_inputs
+    from .source import load_source
+    from .tflite_export import export_tflite
+
+    calib_dir = calib_dir or data_dir() / "train"
+    eval_dir = data_dir() / "test" / "Set5"
+    src = load_source(model, random_seed=random_seed)
+    scale = int(src.config["scale"])
+    log(f"[bundle] {src.name}: weights {src.weights_file or src.weights_sha256} "
+        f"sha256 {src.weights_sha256}")
+    inputs = parity_inputs(calib_dir, parity_sizes(None))
+    calib = None
+    if any(p == "int8" for _, p in only):
+        calib = make_calibration_set(calib_dir, scale, calib_n)
+    results = []
+    for fmt, precision in only:
+        out = Path(out_dir) / artifact_name(src.name, fmt, precision, None)
+        kw = dict(calib=calib if precision == "int8" else None, parity_inputs=inputs,
+                  eval_dir=eval_dir, max_drop=max_drop, log=log)
+        if fmt == "onnx":
+            results.append(export_onnx(src, out, precision, **kw))
+        else:
+            results.append(export_tflite(src, out, precision, **kw))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__)
+    parser.add_argument("--model", default="rdsrn_x4")
+    parser.add_argument("--out", default=str(OUT_DIR))
+    parser.add_argument("--calib", default=None, help="default ../shared/data/train")
+    parser.add_argument("--calib-n", type=int, default=CALIB_N)
+    parser.add_argument("--max-drop", type=float, default=0.3)
+    parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
+                        help="development only (no shipped weights yet)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        results = bundle(args.model, Path(args.out), Path(args.calib) if args.calib else None,
+                         args.calib_n, args.max_drop, args.random_weights)
+    except UserError as exc:
+        print(f"export.bundle: error: {exc}", file=sys.stderr)
+        return 2
+    from .cli import summary
+
+    print(summary(results, time.perf_counter() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

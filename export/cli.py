@@ -1,0 +1,229 @@
+"""`rdsrn export`: weights -> ONNX / TFLite files that reproduce the PyTorch model.
+
+Every export runs its parity gate (FP32: max |diff| <= 1e-4 vs PyTorch; FP16: PSNR vs
+PyTorch >= 50 dB; INT8: Set5 ΔPSNR vs FP32 <= --max-drop) and writes its file only
+when the gate passes. Heavy imports (torch, tensorflow, onnx) happen inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import MissingExtraError, UserError
+from runtimes.formats import FORMATS, PRECISIONS
+
+from .common import data_dir, human_size, parse_input_size
+
+FORMAT_CHOICES = (*FORMATS, "all")
+# pip module needed per format (import name, distribution shown in the error).
+NEEDS = {"onnx": ("onnx", "onnxsim", "onnxruntime"), "tflite": ("tensorflow", "ai_edge_litert")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="rdsrn_x4", metavar="NAME|FILE",
+                        help="registry name (its shipped weights) or a .safetensors file "
+                             "(default: rdsrn_x4)")
+    parser.add_argument("--format", default="all", metavar="|".join(FORMAT_CHOICES),
+                        help="output format (default: all)")
+    parser.add_argument("--precision", default="fp32", metavar="|".join(PRECISIONS),
+                        help="fp32, fp16 (tflite only) or int8 (needs --calib); default fp32")
+    parser.add_argument("--calib", default=None, metavar="DIR",
+                        help="INT8 calibration images (training photos, never test sets), "
+                             "e.g. ../shared/data/train")
+    parser.add_argument("--calib-n", type=int, default=100, metavar="N",
+                        help="calibration patches (default 100)")
+    parser.add_argument("--input-size", default="dynamic", metavar="HxW|dynamic",
+                        help="LR input size the file accepts (default: dynamic)")
+    parser.add_argument("--out", default="exported", metavar="DIR",
+                        help="output folder (default: ./exported)")
+    parser.add_argument("--int8-io", default=None, metavar="uint8|int8",
+                        help="tflite int8: dtype of input/output (default uint8, input scale "
+                             "1/255)")
+    parser.add_argument("--int8-act", default=None, metavar="uint8|int8",
+                        help="onnx int8: activation type (default uint8: U8S8, measured "
+                             "faster than S8S8 on x86)")
+    parser.add_argument("--calib-method", default=None, metavar="minmax|percentile|entropy",
+                        help="onnx int8: activation range calibration (default minmax)")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="DB",
+                        help="int8: largest allowed Set5 Y-PSNR drop vs FP32 (default 0.3)")
+    parser.add_argument("--eval-dir", default=None, metavar="DIR",
+                        help="HR images for the INT8 ΔPSNR gate (default: Set5 in "
+                             "../shared/data/test)")
+    parser.add_argument("--parity-dir", default=None, metavar="DIR",
+                        help="images whose crops feed the parity check (default: --calib, "
+                             "else ../shared/data/train, else the eval folder)")
+    parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
+                        help="development only: export a registry model with seeded random "
+                             "weights when no shipped weights exist")
+
+
+def _choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
+    from rdsrn.models import unknown_name_message
+
+    v = value.strip().lower()
+    if v not in choices:
+        raise UserError(unknown_name_message(kind, value, list(choices)))
+    return v
+
+
+def _need(modules: tuple[str, ...]) -> None:
+    for mod in modules:
+        if importlib.util.find_spec(mod) is None:
+            raise MissingExtraError(mod, "export")
+
+
+def plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the options (before any heavy work); returns the resolved plan."""
+    fmt = _choice("format", args.format, FORMAT_CHOICES)
+    precision = _choice("precision", args.precision, PRECISIONS)
+    formats = list(FORMATS) if fmt == "all" else [fmt]
+    skipped = [f for f in formats if precision not in FORMATS[f].precisions]
+    formats = [f for f in formats if precision in FORMATS[f].precisions]
+    if not formats:
+        takes = ", ".join(FORMATS[fmt].precisions)
+        raise UserError(f"--format {fmt} does not take --precision {precision} "
+                        f"({fmt}: {takes})")
+    for opt, value, fmt_needed in (("--int8-io", args.int8_io, "tflite"),
+                                   ("--int8-act", args.int8_act, "onnx"),
+                                   ("--calib-method", args.calib_method, "onnx")):
+        if value is None:
+            continue
+        if precision != "int8":
+            raise UserError(f"{opt} applies to --precision int8 only")
+        if fmt_needed not in formats:
+            raise UserError(f"{opt} applies to --format {fmt_needed} only")
+    int8_io = _choice("--int8-io", args.int8_io or "uint8", ("uint8", "int8"))
+    int8_act = _choice("--int8-act", args.int8_act or "uint8", ("uint8", "int8"))
+    calib_method = _choice("--calib-method", args.calib_method or "minmax",
+                           ("minmax", "percentile", "entropy"))
+    if args.max_drop is not None and precision != "int8":
+        raise UserError("--max-drop applies to --precision int8 only")
+    max_drop = 0.3 if args.max_drop is None else args.max_drop
+    if max_drop < 0:
+        raise UserError(f"--max-drop {max_drop}: must be >= 0 dB")
+    input_size = parse_input_size(args.input_size)
+    calib = None
+    if precision == "int8":
+        if not args.calib:
+            raise UserError("--precision int8 needs calibration images: --calib DIR "
+                            "(training photos, e.g. ../shared/data/train; never test sets)")
+        calib = Path(args.calib).expanduser()
+        if not calib.is_dir():
+            raise UserError(f"--calib {calib}: no such folder")
+        if args.calib_n < 1:
+            raise UserError(f"--calib-n {args.calib_n}: need at least 1 patch")
+    elif args.calib:
+        raise UserError("--calib applies to --precision int8 only")
+    eval_dir = Path(args.eval_dir).expanduser() if args.eval_dir else \
+        data_dir() / "test" / "Set5"
+    if precision == "int8" and not eval_dir.is_dir():
+        raise UserError(f"INT8 ΔPSNR gate: evaluation folder {eval_dir} not found "
+                        "(--eval-dir DIR of HR test images)")
+    if args.parity_dir:
+        parity_dir = Path(args.parity_dir).expanduser()
+    elif calib is not None:
+        parity_dir = calib
+    elif (data_dir() / "train").is_dir():
+        parity_dir = data_dir() / "train"
+    else:
+        parity_dir = eval_dir
+    if not parity_dir.is_dir():
+        raise UserError(f"no images for the parity check: {parity_dir} not found "
+                        "(--parity-dir DIR)")
+    for f in formats:
+        _need(NEEDS[f])
+    _need(("torch", "safetensors"))
+    return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
+                int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
+                input_size=input_size, calib=calib, eval_dir=eval_dir, parity_dir=parity_dir,
+                out=Path(args.out).expanduser())
+
+
+def artifact_name(name: str, fmt: str, precision: str, input_size: tuple[int, int] | None,
+                  int8_io: str = "uint8") -> str:
+    """File name: <model>_<precision>[_<H>x<W>][_int8io]<suffix>."""
+    stem = f"{name}_{precision}"
+    if input_size is not None:
+        stem += f"_{input_size[0]}x{input_size[1]}"
+    if fmt == "tflite" and precision == "int8" and int8_io == "int8":
+        stem += "_int8io"
+    return stem + FORMATS[fmt].suffix
+
+
+def parity_sizes(input_size: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """LR crop sizes for the parity check: two sizes (one odd) for dynamic files."""
+    return [input_size] if input_size is not None else [(48, 48), (37, 53)]
+
+
+def run(args: argparse.Namespace) -> int:
+    p = plan(args)
+    from .calibration import make_calibration_set
+    from .parity import parity_inputs
+    from .source import load_source
+
+    t0 = time.perf_counter()
+    src = load_source(args.model, random_seed=args.random_weights)
+    scale = int(src.config["scale"])
+    weights = (f"{src.weights_file} (sha256 {src.weights_sha256[:12]})" if src.weights_file
+               else f"{src.weights_sha256} (development only)")
+    print(f"[export] model {src.name} x{scale} R={src.config['recursions']} "
+          f"CSR={src.config['csr']}, weights {weights}", flush=True)
+    for f in p["skipped"]:
+        print(f"[export] skipping {f}: it does not take --precision {p['precision']} "
+              f"({', '.join(FORMATS[f].precisions)})")
+    inputs = parity_inputs(p["parity_dir"], parity_sizes(p["input_size"]))
+    calib = None
+    if p["precision"] == "int8":
+        t = time.perf_counter()
+        size = p["input_size"] or (64, 64)
+        calib = make_calibration_set(p["calib"], scale, args.calib_n, size=size)
+        print(f"[export] calibration: {calib.info['patches']} LR patches "
+              f"{size[0]}x{size[1]} from {calib.info['images']} images in {p['calib']} "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
+    results = []
+    for fmt in p["formats"]:
+        out = p["out"] / artifact_name(src.name, fmt, p["precision"], p["input_size"],
+                                       p["int8_io"])
+        if src.weights_file and out.resolve() == Path(src.weights_file).resolve():
+            raise UserError(f"{out}: would overwrite the input weights")
+        common = dict(calib=calib, input_size=p["input_size"], parity_inputs=inputs,
+                      eval_dir=p["eval_dir"], max_drop=p["max_drop"],
+                      log=lambda s: print(s, flush=True))
+        if fmt == "onnx":
+            from .onnx_export import export_onnx
+
+            results.append(export_onnx(src, out, p["precision"], act_type=p["int8_act"],
+                                       calib_method=p["calib_method"], **common))
+        else:
+            from .tflite_export import export_tflite
+
+            results.append(export_tflite(src, out, p["precision"], int8_io=p["int8_io"],
+                                         **common))
+    print(summary(results, time.perf_counter() - t0))
+    return 0
+
+
+def summary(results: list[Any], seconds: float) -> str:
+    """The closing table and the next commands to run."""
+    lines = [f"\nexported {len(results)} file(s) in {seconds:.1f} s:"]
+    for r in results:
+        m = r.metadata
+        if r.precision == "int8":
+            e = m["eval"]
+            gate = (f"{e['dataset']} {e['psnr']:.2f} dB, Δ {m['delta_psnr']:+.3f} dB vs FP32")
+        elif r.precision == "fp16":
+            gate = f"PSNR vs PyTorch {m['parity']['psnr_vs_torch']} dB"
+        else:
+            gate = f"max |diff| vs PyTorch {m['parity']['max_abs_diff']:.1e}"
+        lines.append(f"  {str(r.path):<48} {human_size(r.size_bytes):>10}  "
+                     f"{m['io_dtype']:<7} {gate}")
+    lines.append("\nnext:")
+    for r in results:
+        lines.append(f"  rdsrn eval --model {r.path}")
+    if results:
+        lines.append(f"  rdsrn upscale INPUT -o OUT --model {results[0].path}")
+    return "\n".join(lines)

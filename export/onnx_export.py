@@ -1,0 +1,283 @@
+"""PyTorch RDSRN -> ONNX (FP32, or INT8 QDQ by onnxruntime static quantization).
+
+Graph: input "input" float32 NCHW [N, 3, H, W] RGB in [0, 1] (N, H, W dynamic unless a
+fixed size is asked for), output "output" [N, 3, sH, sW] clamped to [0, 1]. Opset 17;
+the recursion is unrolled by tracing (no Loop/If/Scan) and the shared block's weights
+are one set of initializers used R times; PixelShuffle is DepthToSpace (mode CRD);
+simplified by onnxsim. INT8: QDQ, per-channel int8 weights, activations uint8 (U8S8) by
+default — measured faster than S8S8 with onnxruntime on x86 (see
+benchmarks/results/export_int8.md); float I/O stays (Q/DQ at the ends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import CalibrationSet
+from .common import ExportResult, StepLog, atomic_write_bytes, human_size
+from .metadata import build_metadata, embed_onnx
+from .parity import (DEFAULT_MAX_DROP, compare, delta_psnr, gate_fp32, gate_int8,
+                     onnx_runner, tiled, torch_runner)
+from .source import ModelSource
+
+OPSET = 17
+# IR 8 is what opset 17 needs; newer onnx would stamp a newer IR that older
+# onnxruntime builds (1.17 reads up to IR 9) refuse.
+IR_VERSION = 8
+FORBIDDEN_OPS = ("Loop", "If", "Scan")
+ACT_TYPES = ("uint8", "int8")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+class _Clamped:
+    """torch wrapper: the model's output clamped to [0, 1] (built lazily, torch import)."""
+
+    @staticmethod
+    def wrap(model: Any) -> Any:
+        import torch
+
+        class Clamped(torch.nn.Module):
+            def __init__(self, m: Any) -> None:
+                super().__init__()
+                self.m = m
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.m(x).clamp(0.0, 1.0)
+
+        return Clamped(model).eval()
+
+
+def torch_to_onnx(model: Any, input_size: tuple[int, int] | None = None) -> Any:
+    """Trace `model` to an onnx.ModelProto (opset 17, clamped output), not simplified."""
+    import onnx
+    import torch
+
+    h, w = input_size or (32, 32)
+    x = torch.rand(1, int(model.config["in_channels"]), h, w)
+    dyn = None
+    if input_size is None:
+        dyn = {"input": {0: "batch", 2: "height", 3: "width"},
+               "output": {0: "batch", 2: "out_height", 3: "out_width"}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(_Clamped.wrap(model), (x,), buf, input_names=["input"],
+                          output_names=["output"], opset_version=OPSET,
+                          dynamic_axes=dyn, do_constant_folding=True, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def dedupe_initializers(model: Any) -> int:
+    """Merge byte-identical initializers (same dtype, shape, data) in place; returns
+    how many were removed. The tracer already shares the recursive block's weights;
+    this guards against a simplifier that would copy folded constants per use."""
+    from onnx import numpy_helper
+
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        key = (arr.dtype.str, arr.shape, hashlib.sha256(arr.tobytes()).hexdigest())
+        if key in first:
+            rename[init.name] = first[key]
+        else:
+            first[key] = init.name
+            keep.append(init)
+    if rename:
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+        for node in model.graph.node:
+            for i, name in enumerate(node.input):
+                if name in rename:
+                    node.input[i] = rename[name]
+    return len(rename)
+
+
+def initializer_bytes(model: Any) -> int:
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(i).nbytes for i in model.graph.initializer)
+
+
+def check_structure(model: Any, param_bytes: int | None = None) -> dict[str, Any]:
+    """Structural invariants of an exported FP32 graph; RuntimeError (an exporter bug)
+    when one fails. Returns the op histogram and the weight byte ratio."""
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    bad = [op for op in FORBIDDEN_OPS if op in ops]
+    if bad:
+        raise RuntimeError(f"ONNX graph has control flow {bad}: recursion not unrolled")
+    d2s = [n for n in model.graph.node if n.op_type == "DepthToSpace"]
+    modes = {a.s.decode() for n in d2s for a in n.attribute if a.name == "mode"}
+    if len(d2s) != 1 or modes != {"CRD"}:
+        raise RuntimeError(f"expected one DepthToSpace (CRD), got {len(d2s)} {modes}")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                default=0)
+    if opset < OPSET:
+        raise RuntimeError(f"opset {opset} < {OPSET}")
+    info: dict[str, Any] = {"ops": ops, "opset": opset}
+    if param_bytes:
+        ratio = initializer_bytes(model) / param_bytes
+        # Shape/split constants add a few bytes; a copy per recursion would be ~2x.
+        if ratio > 1.05:
+            raise RuntimeError(f"initializer bytes {ratio:.2f}x the parameter bytes: "
+                               "shared weights stored more than once")
+        info["weight_bytes_ratio"] = round(ratio, 4)
+    return info
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over NCHW patches (built lazily)."""
+
+    @staticmethod
+    def make(patches: np.ndarray, name: str = "input") -> Any:
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.it = iter(patches)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                x = next(self.it, None)
+                return None if x is None else {name: x[None]}
+
+        return Reader()
+
+
+def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
+                  method: str = "minmax", exclude_cca: bool = False,
+                  percentile: float = 99.999) -> tuple[Any, dict[str, Any]]:
+    """Static QDQ quantization of an FP32 onnx.ModelProto; returns (model, info).
+
+    Weights int8 per output channel (symmetric); activations `act_type` (asymmetric),
+    ranges from `calib` by `method`. `exclude_cca` keeps the channel attention's ops
+    (mean/std/MLP/sigmoid/mul) in float.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[act_type]
+    nodes_to_exclude = []
+    if exclude_cca:
+        nodes_to_exclude = [n.name for n in fp32.graph.node if "/cca/" in n.name]
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    with tempfile.TemporaryDirectory(prefix="rdsrn-onnx-q-") as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(fp32, str(src))
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        quantize_static(str(pre), str(dst), _Reader.make(calib.nchw()),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=qtype, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method], nodes_to_exclude=nodes_to_exclude,
+                        extra_options=extra)
+        q = onnx.load(str(dst))
+    info = {"method": f"onnxruntime static QDQ, {method} calibration"
+                      + (f" ({percentile} percentile)" if method == "percentile" else ""),
+            "weights": "int8 symmetric, per output channel",
+            "activations": f"{act_type} asymmetric, per tensor",
+            "io": "float32 (QuantizeLinear/DequantizeLinear inside the graph)",
+            "float_ops": "channel attention (CCA)" if exclude_cca else "none beyond ORT's "
+                         "unquantized op types",
+            "calibration": calib.info}
+    return q, info
+
+
+def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32", *,
+                calib: CalibrationSet | None = None, input_size: tuple[int, int] | None = None,
+                parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
+                max_drop: float = DEFAULT_MAX_DROP, act_type: str = "uint8",
+                calib_method: str = "minmax", exclude_cca: bool = False,
+                log: Any = print) -> ExportResult:
+    """Export `src` to one .onnx file at `out_path`, gated by parity (see parity.py).
+
+    fp32: torch -> ONNX -> onnxsim; gate max |diff| vs torch <= 1e-4 on `parity_inputs`
+    (float32 NHWC [1, h, w, 3] real-image crops). int8: the FP32 graph quantized with
+    `calib`, ΔPSNR on `eval_dir` (Set5) vs the FP32 torch model gated by `max_drop`.
+    The file is written only after its gate passed.
+    """
+    import onnx
+    import onnxsim
+
+    out_path = Path(out_path)
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"onnx: unsupported precision {precision!r}")
+    steps = StepLog(f"onnx {precision}", log)
+    model = src.model
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+
+    with steps.step("trace PyTorch -> ONNX (opset 17)") as s:
+        proto = torch_to_onnx(model, input_size)
+        s["size"] = proto.ByteSize()
+    with steps.step("simplify (onnxsim)") as s:
+        simplified, ok = onnxsim.simplify(proto)
+        if not ok:
+            raise RuntimeError("onnxsim could not validate the simplified model")
+        proto = simplified
+        removed = dedupe_initializers(proto)
+        proto.ir_version = IR_VERSION
+        structure = check_structure(proto, param_bytes)
+        s["size"] = proto.ByteSize()
+        s["note"] = (f"{sum(structure['ops'].values())} nodes, no Loop/If/Scan, DepthToSpace "
+                     f"CRD, weights {structure['weight_bytes_ratio']:.3f}x params"
+                     + (f", {removed} duplicate initializers merged" if removed else ""))
+
+    ref = torch_runner(model)
+    quant: dict[str, Any] = {}
+    delta = None
+    eval_info = None
+    if precision == "fp32":
+        with steps.step("parity vs PyTorch (real-image crops)") as s:
+            run = onnx_runner(proto.SerializeToString())
+            parity = compare(run, ref, parity_inputs)
+            s["note"] = f"max |diff| {parity['max_abs_diff']:.2e}"
+        gate_fp32(parity, str(out_path))
+    else:
+        if calib is None:
+            raise ValueError("int8 export needs calibration data")
+        with steps.step(f"quantize INT8 (QDQ, per-channel, {act_type} activations, "
+                        f"{calib.info['patches']} patches)") as s:
+            proto, quant = quantize_int8(proto, calib, act_type=act_type, method=calib_method,
+                                         exclude_cca=exclude_cca)
+            proto.ir_version = max(proto.ir_version, IR_VERSION)
+            s["size"] = proto.ByteSize()
+        run = onnx_runner(proto.SerializeToString())
+        with steps.step("parity vs PyTorch (real-image crops)") as s:
+            parity = compare(run, ref, parity_inputs)
+            s["note"] = f"PSNR vs torch {parity['psnr_vs_torch']} dB"
+        if eval_dir is None:
+            raise ValueError("int8 export needs an evaluation folder (Set5)")
+        with steps.step(f"ΔPSNR on {Path(eval_dir).name} vs FP32") as s:
+            r_run, r_ref = (run, ref) if input_size is None else \
+                (tiled(run, input_size), tiled(ref, input_size))
+            eval_info = delta_psnr(r_run, r_ref, eval_dir, int(model.config["scale"]))
+            delta = eval_info["delta_psnr"]
+            s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
+                         f"Δ {delta:.3f} dB")
+        gate_int8(eval_info, max_drop, str(out_path))
+
+    meta = build_metadata(src, fmt="onnx", precision=precision, io_dtype="float32",
+                          input_size=input_size, quantization=quant, parity=parity,
+                          delta_psnr=delta, eval_info=eval_info)
+    embed_onnx(proto, meta)
+    data = proto.SerializeToString()
+    with steps.step(f"write {out_path}") as s:
+        atomic_write_bytes(out_path, data)
+        s["size"] = len(data)
+    log(f"[onnx {precision}] done: {out_path} ({human_size(len(data))}) in "
+        f"{steps.elapsed():.1f} s")
+    return ExportResult(out_path, "onnx", precision, len(data), steps.elapsed(), meta)

@@ -1,0 +1,190 @@
+"""PyTorch RDSRN -> TFLite (FP32, FP16 weights, INT8 full-integer) via the TensorFlow
+twin (export/tf_twin.py) and `tf.lite.TFLiteConverter`.
+
+Graph: input "input" NHWC [1, H, W, 3] RGB (H, W dynamic — `resize_tensor_input` —
+unless a fixed size is asked for), output NHWC [1, sH, sW, 3] clamped to [0, 1]; no
+TRANSPOSE anywhere, PixelShuffle is one DEPTH_TO_SPACE, the recursive block's weights
+are stored once.
+- fp32: float32 I/O and weights.
+- fp16: float16 weights (dequantized to float32 by the runtime, or run in fp16 by a GPU
+  delegate), float32 I/O.
+- int8: full-integer: int8 weights per output channel, int8 activations, uint8 (default)
+  or int8 input/output. uint8 input has scale 1/255, zero point 0: the 8-bit pixel
+  values themselves (the calibration set reaches 0 and 255; checked).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import CalibrationSet
+from .common import ExportResult, StepLog, atomic_write_bytes, human_size
+from .metadata import build_metadata, embed_tflite
+from .parity import (DEFAULT_MAX_DROP, compare, delta_psnr, gate_fp16, gate_fp32,
+                     gate_int8, tflite_runner, tiled, torch_runner)
+from .source import ModelSource
+
+INT8_IO = ("uint8", "int8")
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def convert(twin: Any, precision: str, *, input_size: tuple[int, int] | None = None,
+            calib: CalibrationSet | None = None, int8_io: str = "uint8") -> bytes:
+    """Convert the TF twin to TFLite bytes (no metadata yet)."""
+    import tensorflow as tf
+
+    fn = twin.concrete_function(input_size)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], twin)
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calib is None:
+            raise ValueError("int8 conversion needs calibration data")
+        patches = calib.patches
+
+        def representative():
+            for p in patches:
+                yield [p[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {"uint8": tf.uint8, "int8": tf.int8}[int8_io]
+        conv.inference_input_type = io
+        conv.inference_output_type = io
+    elif precision != "fp32":
+        raise ValueError(f"tflite: unsupported precision {precision!r}")
+    return bytes(conv.convert())
+
+
+def inspect(model_bytes: bytes) -> dict[str, Any]:
+    """Op histogram and I/O tensor details of a TFLite model (via the interpreter)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    ops: dict[str, int] = {}
+    for d in interp._get_ops_details():  # no public op list in the Interpreter API
+        ops[d["op_name"]] = ops.get(d["op_name"], 0) + 1
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+    def io(d: dict) -> dict[str, Any]:
+        scale, zp = d["quantization"]
+        return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name,
+                "shape_signature": [int(v) for v in d["shape_signature"]],
+                "scale": float(scale), "zero_point": int(zp)}
+
+    tensors = interp.get_tensor_details()
+    return {"ops": ops, "input": io(inp), "output": io(out),
+            "tensor_dtypes": sorted({np.dtype(t["dtype"]).name for t in tensors})}
+
+
+def check_structure(info: dict[str, Any], precision: str, int8_io: str) -> None:
+    """Invariants of an exported TFLite graph; RuntimeError (an exporter bug) if not."""
+    ops = info["ops"]
+    if ops.get("DEPTH_TO_SPACE") != 1:
+        raise RuntimeError(f"expected one DEPTH_TO_SPACE, got ops {ops}")
+    if "TRANSPOSE" in ops:
+        raise RuntimeError("TFLite graph has a TRANSPOSE")
+    if precision == "int8":
+        i = info["input"]
+        if i["dtype"] != int8_io:
+            raise RuntimeError(f"input dtype {i['dtype']} != {int8_io}")
+        if int8_io == "uint8" and (abs(i["scale"] * 255.0 - 1.0) > 1e-6 or i["zero_point"] != 0):
+            raise RuntimeError(f"uint8 input quantization {i['scale']}, {i['zero_point']} "
+                               "is not (1/255, 0): calibration did not reach 0 and 1")
+        if "DEQUANTIZE" in ops:
+            raise RuntimeError("INT8 graph has float islands (DEQUANTIZE)")
+
+
+def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32", *,
+                  calib: CalibrationSet | None = None,
+                  input_size: tuple[int, int] | None = None,
+                  parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
+                  max_drop: float = DEFAULT_MAX_DROP, int8_io: str = "uint8",
+                  log: Any = print) -> ExportResult:
+    """Export `src` to one .tflite file at `out_path`, gated by parity (see parity.py).
+
+    `parity_inputs`: float32 NHWC [1, h, w, 3] real-image crops (of `input_size` when
+    fixed). The file is written only after its gate passed.
+    """
+    _quiet_tf()
+    from .tf_twin import twin_from_torch
+
+    out_path = Path(out_path)
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"tflite: unsupported precision {precision!r}")
+    label = f"tflite {precision}" + (f" {int8_io} I/O" if precision == "int8" else "")
+    steps = StepLog(label, log)
+    model = src.model
+
+    with steps.step("build TensorFlow twin") as s:
+        twin = twin_from_torch(model, clamp=True)
+        s["note"] = f"{len(twin.variables)} variables (R={model.recursions} shares one set)"
+    with steps.step("convert (TFLiteConverter"
+                    + (f", {calib.info['patches']} calibration patches" if calib and
+                       precision == "int8" else "") + ")") as s:
+        data = convert(twin, precision, input_size=input_size, calib=calib, int8_io=int8_io)
+        info = inspect(data)
+        check_structure(info, precision, int8_io)
+        s["size"] = len(data)
+        s["note"] = (f"{sum(info['ops'].values())} ops, DEPTH_TO_SPACE, no TRANSPOSE, input "
+                     f"{info['input']['dtype']} {info['input']['shape_signature']}")
+
+    ref = torch_runner(model)
+    run = tflite_runner(data)
+    delta = None
+    eval_info = None
+    with steps.step("parity vs PyTorch (real-image crops)") as s:
+        parity = compare(run, ref, parity_inputs)
+        s["note"] = (f"max |diff| {parity['max_abs_diff']:.2e}, PSNR "
+                     f"{parity['psnr_vs_torch']} dB")
+    if precision == "fp32":
+        gate_fp32(parity, str(out_path))
+    elif precision == "fp16":
+        gate_fp16(parity, str(out_path))
+    quant: dict[str, Any] = {}
+    if precision == "fp16":
+        quant = {"method": "float16 weights (TFLiteConverter)", "activations": "float32"}
+    elif precision == "int8":
+        assert calib is not None
+        if eval_dir is None:
+            raise ValueError("int8 export needs an evaluation folder (Set5)")
+        with steps.step(f"ΔPSNR on {Path(eval_dir).name} vs FP32") as s:
+            r_run, r_ref = (run, ref) if input_size is None else \
+                (tiled(run, input_size), tiled(ref, input_size))
+            eval_info = delta_psnr(r_run, r_ref, eval_dir, int(model.config["scale"]))
+            delta = eval_info["delta_psnr"]
+            s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
+                         f"Δ {delta:.3f} dB")
+        gate_int8(eval_info, max_drop, str(out_path))
+        quant = {"method": "TFLiteConverter full-integer post-training quantization, "
+                           "min/max calibration",
+                 "weights": "int8 symmetric, per output channel",
+                 "activations": "int8 asymmetric, per tensor",
+                 "input": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
+                           "zero_point": info["input"]["zero_point"]},
+                 "output": {"dtype": info["output"]["dtype"], "scale": info["output"]["scale"],
+                            "zero_point": info["output"]["zero_point"]},
+                 "calibration": calib.info}
+
+    io_dtype = info["input"]["dtype"]
+    meta = build_metadata(src, fmt="tflite", precision=precision, io_dtype=io_dtype,
+                          input_size=input_size, quantization=quant, parity=parity,
+                          delta_psnr=delta, eval_info=eval_info,
+                          input_name=info["input"]["name"], output_name=info["output"]["name"])
+    with steps.step("embed metadata") as s:
+        data = embed_tflite(data, meta)
+        s["size"] = len(data)
+    with steps.step(f"write {out_path}") as s:
+        atomic_write_bytes(out_path, data)
+        s["size"] = len(data)
+    log(f"[{label}] done: {out_path} ({human_size(len(data))}) in {steps.elapsed():.1f} s")
+    return ExportResult(out_path, "tflite", precision, len(data), steps.elapsed(), meta)

@@ -1,0 +1,124 @@
+"""`rdsrn export` command line: bad input is a one-line error with exit 2 and no file,
+a failing gate leaves no file, weights sources (registry / .safetensors)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import export.parity as parity
+from export.source import _infer_config, load_source
+from rdsrn import cli
+from rdsrn.models.rdsrn import RDSRN
+from rdsrn.weights import file_sha256, save_weights
+
+from export_fixtures import SMALL
+
+
+def rdsrn_export(argv, monkeypatch):
+    """rdsrn.cli.main with only the export subcommand registered (other subcommands'
+    imports are not under test here)."""
+    monkeypatch.setattr(cli, "COMMANDS", {"export": cli.COMMANDS["export"]})
+    return cli.main(["export", *argv])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "onx"], "did you mean 'onnx'"),
+    (["--precision", "int9"], "did you mean 'int8'"),
+    (["--format", "onnx", "--precision", "fp16"], "does not take --precision fp16"),
+    (["--precision", "int8"], "needs calibration images"),
+    (["--input-size", "4x4"], "below the model's minimum"),
+    (["--input-size", "big"], "expected HxW"),
+    (["--format", "onnx", "--precision", "int8", "--calib", "X", "--int8-io", "uint8"],
+     "--int8-io applies to --format tflite"),
+    (["--int8-io", "uint8"], "applies to --precision int8"),
+    (["--model", "rdsrn_x5"], "did you mean 'rdsrn_x4'"),
+    (["--model", "nowhere.safetensors"], "not found"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    rc = rdsrn_export([*argv, "--out", str(out)], monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert message in err and err.startswith("rdsrn export: error:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_unreadable_weights(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors at all")
+    assert rdsrn_export(["--model", str(bad), "--out", str(tmp_path / "o")], monkeypatch) == 2
+    assert "not a readable safetensors" in capsys.readouterr().err
+
+
+def test_missing_extra(tmp_path, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    rc = rdsrn_export(["--format", "tflite", "--random-weights", "0",
+                       "--out", str(tmp_path / "o")], monkeypatch)
+    assert rc == 2
+    assert "pip install 'rdsrn[export]'" in capsys.readouterr().err
+
+
+def test_failing_gate_leaves_no_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(parity, "FP32_MAX_ABS_DIFF", 0.0)  # any real difference fails
+    out = tmp_path / "out"
+    rc = rdsrn_export(["--format", "onnx", "--random-weights", "0", "--out", str(out)],
+                      monkeypatch)
+    assert rc == 2
+    assert "parity gate failed" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_export_onnx_fp32_command(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    rc = rdsrn_export(["--format", "onnx", "--random-weights", "0", "--out", str(out)],
+                      monkeypatch)
+    assert rc == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["rdsrn_x4_fp32.onnx"]
+    text = capsys.readouterr().out
+    assert "rdsrn eval --model" in text and "rdsrn upscale" in text
+    assert "max |diff|" in text
+
+
+@pytest.mark.slow
+def test_int8_tflite_command_on_file_source(tmp_path, monkeypatch, capsys, data_dir):
+    """INT8 from a .safetensors file through the command, small calibration set; the
+    uint8-I/O file is written only after its ΔPSNR gate."""
+    torch.manual_seed(0)
+    model = RDSRN(**SMALL)
+    weights = tmp_path / "small.safetensors"
+    save_weights(weights, model, {"model": "rdsrn_x4", "config": dict(model.config)})
+    out = tmp_path / "out"
+    rc = rdsrn_export(["--model", str(weights), "--format", "tflite", "--precision", "int8",
+                       "--calib", str(data_dir / "train"), "--calib-n", "4",
+                       "--max-drop", "50", "--out", str(out)], monkeypatch)
+    assert rc == 0, capsys.readouterr().err
+    from runtimes.tflite_meta import read_tflite_metadata
+
+    meta = read_tflite_metadata(out / "rdsrn_x4_int8.tflite")
+    assert meta["weights_sha256"] == file_sha256(weights)
+    assert meta["quantization"]["calibration"]["patches"] >= 4
+    assert meta["io_dtype"] == "uint8" and "delta_psnr" in meta
+
+
+def test_safetensors_source(tmp_path):
+    torch.manual_seed(1)
+    model = RDSRN(**{**SMALL, "recursions": 2, "csr": 0.25})
+    with_meta = tmp_path / "a.safetensors"
+    save_weights(with_meta, model, {"model": "rdsrn_x4", "config": dict(model.config)})
+    src = load_source(str(with_meta))
+    assert src.config == model.config and src.weights_sha256 == file_sha256(with_meta)
+    # Without metadata the architecture is inferred from the tensor shapes.
+    assert _infer_config(model.state_dict()) == dict(model.config)
+    bare = tmp_path / "b.safetensors"
+    save_weights(bare, model, {})
+    src = load_source(str(bare))
+    assert src.config == model.config and src.name == "b"
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(src.model(x), model(x))
