@@ -1,0 +1,259 @@
+"""`rdsrn bench`: latency / accuracy table across models, formats, precisions, threads.
+
+    rdsrn bench --suite full --pause-pid /work/train.pid     # what the README records
+    rdsrn bench --models rdsrn_x4 --formats tflite --precisions fp32,int8 --threads 2
+    rdsrn bench --artifact my.tflite --target ssh://pi@raspberrypi.local
+    rdsrn bench --artifact my_int8.tflite --target adb:SERIAL --benchmark-binary ./benchmark_model
+
+Heavy imports (torch, runtimes) happen inside run(), never at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtimes.errors import UserError
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to measure")
+    g.add_argument("--suite", choices=("quick", "formats", "table1", "table2", "full"),
+                   help="a named set of cases (see benchmarks/README.md); default: the "
+                        "cases given by --models/--formats/... or 'formats'")
+    g.add_argument("--models", help="comma list of registry names (e.g. rdsrn_x4,carn_x4)")
+    g.add_argument("--formats", help="comma list of pytorch, onnx, tflite, bicubic, upscaler")
+    g.add_argument("--precisions", help="comma list of fp32, bf16, fp16, int8 (those a "
+                   "format supports)")
+    g.add_argument("--threads", help="comma list of thread counts (default: 1 and all cores)")
+    g.add_argument("--input", default="320x180", help="LR input size(s) WxH, comma list "
+                   "(default 320x180 -> 1280x720 at x4)")
+    g.add_argument("--artifact", action="append", default=[],
+                   help="an exported .onnx/.tflite file to measure (repeatable)")
+    g.add_argument("--weights", help=".safetensors for RDSRN rows (default: shipped "
+                   "weights, else seeded random init, labelled)")
+    g = p.add_argument_group("how")
+    g.add_argument("--runs", type=int, default=20, help="timed runs, at least (default 20)")
+    g.add_argument("--warmup", type=int, default=3, help="untimed runs after the first")
+    g.add_argument("--min-time", type=float, default=0.0, help="seconds of timed runs, at least")
+    g.add_argument("--max-time", type=float, default=30.0, help="stop a slow row's timed "
+                   "runs after this many seconds (>= 3 runs; default 30)")
+    g.add_argument("--data", default="Set5", help="accuracy test set(s): Set5, Set14, "
+                   "BSD68 or folders, comma list (default Set5)")
+    g.add_argument("--accuracy", choices=("auto", "always", "never"), default="auto",
+                   help="auto: PSNR only where trained weights exist")
+    g.add_argument("--no-export", action="store_true",
+                   help="do not export missing artifacts (those rows become errors)")
+    g.add_argument("--cache-dir", help="where exported artifacts are kept")
+    g.add_argument("--pause-pid", metavar="PIDFILE",
+                   help="SIGSTOP this process (e.g. a training job) while each row is "
+                        "timed, SIGCONT right after")
+    g.add_argument("--seed", type=int, default=0, help="torch seed of random weights")
+    g = p.add_argument_group("where")
+    g.add_argument("--target", default="local", help="local | ssh://user@host[:port] | "
+                   "adb | adb:SERIAL")
+    g.add_argument("--benchmark-binary", help="adb: path of LiteRT's benchmark_model "
+                   "(Android arm64 build)")
+    g.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "gpu", "nnapi", "none"),
+                   help="adb: delegate flag for benchmark_model")
+    g.add_argument("--profile", action="store_true", help="adb: per-op profile")
+    g.add_argument("--remote-python", default="python3", help="ssh: Python on the host")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
+    g.add_argument("--name", help="file name stem (default: the suite name or 'bench')")
+    g.add_argument("--no-write", action="store_true", help="print the table only")
+
+
+def _data_dirs(spec: str) -> list[Path]:
+    from export.common import data_dir
+
+    out = []
+    for item in _csv(spec):
+        p = Path(item)
+        if not p.is_dir():
+            p = data_dir() / "test" / item
+        if not p.is_dir():
+            raise UserError(f"test set not found: {item}")
+        out.append(p)
+    return out
+
+
+def build_cases(args: argparse.Namespace, cores: int) -> list[Any]:
+    from . import device_bench as db
+    from .harness import FORMAT_PRECISIONS, Case
+    from .suites import suite_cases
+
+    try:
+        sizes = [db.parse_size(s) for s in _csv(args.input)]
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    threads = [int(t) for t in _csv(args.threads)] if args.threads else sorted({1, cores})
+    if any(t < 1 for t in threads):
+        raise UserError("threads must be >= 1")
+    cases: list[Case] = []
+    for path in args.artifact:
+        cases += _artifact_cases(Path(path), threads, sizes)
+    explicit = args.models or args.formats or args.precisions
+    if args.suite:
+        cases += suite_cases(args.suite, cores)
+        if args.threads:
+            for c in cases:
+                c.threads = threads[-1]
+    elif explicit or not args.artifact:
+        from rdsrn.models import list_models, unknown_name_message
+
+        models = _csv(args.models) or ["rdsrn_x4"]
+        formats = _csv(args.formats) or ["pytorch", "onnx", "tflite", "bicubic"]
+        for m in models:
+            if m != "bicubic" and m not in list_models():
+                raise UserError(unknown_name_message("model", m, list_models()))
+        for f in formats:
+            if f not in FORMAT_PRECISIONS:
+                raise UserError(f"unknown format {f!r}; choices: {', '.join(FORMAT_PRECISIONS)}")
+        wanted = _csv(args.precisions)
+        for m in models:
+            for f in formats:
+                if f == "bicubic":
+                    continue
+                for prec in FORMAT_PRECISIONS[f]:
+                    if wanted and prec not in wanted:
+                        continue
+                    for t in threads:
+                        for hw in sizes:
+                            cases.append(Case(m, f, prec, t, hw))
+        if "bicubic" in formats:
+            cases += [Case("bicubic", "bicubic", "uint8", t, hw) for t in threads for hw in sizes]
+    if not cases:
+        raise UserError("nothing to measure (check --models/--formats/--precisions)")
+    return cases
+
+
+def _artifact_cases(path: Path, threads: list[int], sizes: list[tuple[int, int]]) -> list[Any]:
+    """Cases for a given artifact: model/precision from its embedded metadata."""
+    from .harness import Case
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file")
+    fmt = "tflite" if path.suffix.lower() == ".tflite" else "onnx"
+    meta: dict[str, Any] = {}
+    try:
+        from runtimes.backends import detect_format, parse_metadata
+
+        fmt = detect_format(path)
+        if fmt == "onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            raw = {p.key: p.value for p in proto.metadata_props}.get("rdsrn")
+        else:
+            from runtimes.backends import _read_tflite_meta
+
+            raw = _read_tflite_meta(path)
+        meta = parse_metadata(raw, path, fmt)
+    except Exception:  # no metadata: still measurable, just unlabelled
+        meta = {}
+    model_meta = meta.get("model")
+    name = model_meta.get("name") if isinstance(model_meta, dict) else model_meta
+    from rdsrn.models import create_model, list_models
+
+    name = name if isinstance(name, str) and name in list_models() else "rdsrn_x4"
+    overrides: dict[str, Any] = {}
+    config = model_meta.get("config") if isinstance(model_meta, dict) else None
+    if isinstance(config, dict):  # only what differs from the registry's architecture
+        default = getattr(create_model(name), "config", {})
+        overrides = {k: v for k, v in config.items() if k in default and default[k] != v}
+    return [Case(name, fmt, str(meta.get("precision", "fp32")), t, hw, overrides,
+                 artifact=str(path), label=path.name, scale=int(meta.get("scale", 4)),
+                 weights_sha256=meta.get("weights_sha256"))
+            for t in threads for hw in sizes]
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import device_bench as db
+    from . import report
+    from .harness import Options, run_cases
+    from .remote import parse_target
+
+    kind, detail = parse_target(args.target)
+    local = db.machine_info()
+    cases = build_cases(args, local["cores"])
+    opts = Options(warmup=args.warmup, runs=args.runs, min_time=args.min_time,
+                   max_time=args.max_time, export=not args.no_export, weights=args.weights,
+                   seed=args.seed, accuracy=args.accuracy,
+                   accuracy_data=[] if args.accuracy == "never" else _data_dirs(args.data),
+                   pause_pid_file=args.pause_pid,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.cache_dir:
+        opts.cache_dir = Path(args.cache_dir)
+    if kind == "local":
+        machine = local
+        rows = run_cases(cases, opts, machine)
+    else:
+        from .remote_run import run_remote
+
+        machine, rows = run_remote(kind, detail, cases, opts, args, local)
+    doc = make_doc(args, machine, rows, opts)
+    for line in report.table_lines(rows):
+        print(line)
+    for k, v in doc["peaks"].items():
+        print(f"peak {k}: {v}")
+    if not args.no_write:
+        out = Path(args.out) if args.out else DEFAULT_RESULTS / report.device_slug(machine)
+        name = args.name or args.suite or "bench"
+        paths = report.write_results(doc, out, name)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        if args.suite in ("full", "table1", "table2") and kind == "local":
+            from .paper_tables import write_paper_tables
+
+            path = write_paper_tables(rows, machine, DEFAULT_RESULTS / "paper_tables.md",
+                                      source=str(paths["json"]), command=doc["command"])
+            print(f"wrote {path}")
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} row(s) failed (see status column)",
+              file=sys.stderr)
+    return 0
+
+
+def make_doc(args: argparse.Namespace, machine: dict[str, Any], rows: list[dict[str, Any]],
+             opts: Any) -> dict[str, Any]:
+    from . import device_bench as db
+
+    precisions = sorted({r["precision"] for r in rows if r.get("format") != "bicubic"})
+    threads = sorted({int(r["threads"]) for r in rows if r.get("threads")})
+    peaks = {}
+    for prec in precisions:
+        for t in threads:
+            peaks[f"{prec} x{t} thread(s)"] = db.peak_gmacs(machine, prec, t)["assumptions"]
+    notes = []
+    if opts.pause_pid_file:
+        notes.append(f"The background job in {opts.pause_pid_file} was paused (SIGSTOP) "
+                     "during every timed row; background_cpu_before records the other "
+                     "CPU load measured right before each row.")
+    notes.append("Rows with weights=random were measured for speed only (no trained "
+                 "weights for that architecture/configuration).")
+    return {
+        "name": args.name or args.suite or "bench",
+        "command": "rdsrn bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "bench" else
+        " ".join(shlex.quote(a) for a in sys.argv),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "target": args.target,
+        "machine": machine,
+        "peaks": peaks,
+        "notes": notes,
+        "options": {"runs": opts.runs, "warmup": opts.warmup, "min_time": opts.min_time,
+                    "max_time": opts.max_time, "accuracy": opts.accuracy,
+                    "accuracy_data": [str(p) for p in opts.accuracy_data]},
+        "rows": rows,
+    }

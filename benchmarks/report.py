@@ -1,0 +1,185 @@
+"""Benchmark output: the printed table and the files under benchmarks/results/<device>/
+(<name>.json, .csv, .md and a latency-vs-PSNR .png). Pure Python + matplotlib (lazy)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+# Keys every JSON row carries (issue 6), in this order first in the CSV.
+REQUIRED_KEYS = ("model", "format", "precision", "threads", "input", "output", "p50_ms",
+                 "p90_ms", "macs", "gmacs_per_s", "peak_fraction", "psnr", "delta_psnr",
+                 "size_mb", "status")
+
+EXTRA_CSV_KEYS = ("target", "weights", "params", "runtime", "runtime_version", "init_ms",
+                  "first_inference_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "runs",
+                  "fps", "peak_rss_mb", "ssim", "peak_gmacs", "background_paused",
+                  "background_cpu_before", "notes", "error", "artifact")
+
+# (header, key, format) of the printed / Markdown table.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("model", "model", "s"), ("format", "format", "s"), ("prec", "precision", "s"),
+    ("thr", "threads", "d"), ("input", "input", "s"), ("MB", "size_mb", ".2f"),
+    ("params", "params", "M"), ("GMAC", "macs", "G"), ("PSNR", "psnr", ".2f"),
+    ("ΔPSNR", "delta_psnr", "+.3f"), ("p50 ms", "p50_ms", ".1f"), ("p90 ms", "p90_ms", ".1f"),
+    ("mean±std ms", "_mean_std", "s"), ("FPS", "fps", ".2f"), ("GMAC/s", "gmacs_per_s", ".0f"),
+    ("%peak", "peak_fraction", "%"), ("RSS MB", "peak_rss_mb", ".0f"), ("status", "_status", "s"),
+)
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    if key == "_mean_std":
+        m, s = row.get("mean_ms"), row.get("std_ms")
+        return f"{m:.1f}±{s:.1f}" if m is not None and s is not None else "-"
+    if key == "_status":
+        if row.get("status") == "ok":
+            return "ok"
+        return f"error: {row.get('error') or ''}"
+    v = row.get(key)
+    if v is None or v == "":
+        return "-"
+    try:
+        if fmt == "M":
+            return f"{v / 1e6:.3f}M"
+        if fmt == "G":
+            return f"{v / 1e9:.1f}"
+        if fmt == "%":
+            return f"{100 * v:.0f}%"
+        if fmt == "d":
+            return str(int(v))
+        if fmt == "s":
+            return str(v)
+        return format(v, fmt)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def table_lines(rows: Sequence[dict[str, Any]], markdown: bool = False) -> list[str]:
+    """The comparison table, aligned text or Markdown."""
+    headers = [c[0] for c in COLUMNS]
+    cells = [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(headers) + " |",
+               "|" + "|".join("---" for _ in headers) + "|"]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in cells]
+        return out
+    widths = [max(len(h), *(len(line[i]) for line in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    widths[-1] = len(headers[-1])  # the status column is last: no padding
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers).rstrip()]
+    out += [fmt.format(*line).rstrip() for line in cells]
+    return out
+
+
+def device_slug(machine: dict[str, Any]) -> str:
+    """A folder name for a machine: arch-cpu-Ncores (e.g. x86_64-amd-epyc-2c)."""
+    name = machine.get("board") or machine.get("cpu") or machine.get("model") or "unknown"
+    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:40] or "unknown"
+    arch = machine.get("arch") or "unknown"
+    cores = machine.get("cores")
+    return f"{arch}-{slug}" + (f"-{cores}c" if cores else "")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    keys = list(REQUIRED_KEYS) + [k for k in EXTRA_CSV_KEYS if k not in REQUIRED_KEYS]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    return buf.getvalue()
+
+
+def markdown_text(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [f"# Benchmark: {doc.get('name', 'bench')} on {device_slug(m)}", "",
+             f"- Command: `{doc.get('command', '')}`",
+             f"- Date (UTC): {doc.get('date', '')}",
+             f"- CPU: {m.get('cpu', '')} ({m.get('arch', '')}), {m.get('cores')} usable "
+             f"core(s), {m.get('mhz')} MHz ({m.get('mhz_source', '')})"
+             + (", under a hypervisor" if m.get("hypervisor") else ""),
+             f"- OS: {m.get('os', '')}, kernel {m.get('kernel', '')}, Python {m.get('python', '')}",
+             "- Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("packages", {}).items())),
+             f"- SIMD flags: {' '.join(f for f in m.get('flags', []) if _simd(f))}"]
+    for note in doc.get("notes", []):
+        lines.append(f"- {note}")
+    peaks = doc.get("peaks", {})
+    if peaks:
+        lines += ["", "Peak multiply-add rates used for %peak (computed, not measured):", ""]
+        lines += [f"- {k}: {v}" for k, v in peaks.items()]
+    lines += ["", *table_lines(doc["rows"], markdown=True), ""]
+    lines += ["Times are wall-clock per batch-1 inference of the raw runtime call (input "
+              "already in the model's layout); `upscaler` rows time `runtimes.Upscaler."
+              "upscale` on a uint8 image (pre/post-processing included). GMAC/s = MACs / "
+              "p50. Rows with weights = random measure speed only.", ""]
+    return "\n".join(lines)
+
+
+def _simd(flag: str) -> bool:
+    return bool(re.match(r"(avx|amx|fma|f16c|sse4|asimd|sve|i8mm|bf16|fphp|dotprod|vnni)",
+                         flag))
+
+
+def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
+    """Latency (p50, log scale) vs Y-PSNR; rows without our PSNR but with a published
+    one are drawn hollow at the published figure. False if nothing to draw."""
+    pts = []
+    for r in rows:
+        if r.get("status") != "ok" or not r.get("p50_ms"):
+            continue
+        psnr, hollow = r.get("psnr"), False
+        if psnr is None and r.get("psnr_published_set5") is not None:
+            psnr, hollow = r["psnr_published_set5"], True
+        if psnr is None:
+            continue
+        pts.append((r["p50_ms"], psnr, hollow,
+                    f"{r['model']} {r['format']} {r['precision']} t{r['threads']}"))
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for x, y, hollow, label in pts:
+        ax.scatter([x], [y], s=40, facecolors="none" if hollow else "C0", edgecolors="C0")
+        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50 (ms, log scale)")
+    ax.set_ylabel("Y-PSNR (dB); hollow = published figure, Set5")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write_results(doc: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
+    """Write <name>.json/.csv/.md (+ .png when there is something to plot)."""
+    out_dir = Path(out_dir)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("json", "csv", "md", "png")}
+    _atomic_write(paths["json"], json.dumps(doc, indent=1, default=str) + "\n")
+    _atomic_write(paths["csv"], csv_text(doc["rows"]))
+    _atomic_write(paths["md"], markdown_text(doc))
+    title = f"{doc.get('name', name)} — {device_slug(doc['machine'])}"
+    if not plot_png(doc["rows"], paths["png"], title):
+        paths.pop("png")
+    return paths
