@@ -409,12 +409,48 @@ class TFLiteRunner(Runner):
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out)
 
-    def ops(self) -> list[str]:
-        """Op names of the execution plan after delegation ("DELEGATE" = XNNPACK)."""
+    def delegation(self) -> dict[str, Any] | None:
+        """Which ops the delegate took, from the node list after allocate_tensors.
+
+        The interpreter lists the original nodes plus one DELEGATE node per partition;
+        walking back from each partition's outputs to its inputs through the original
+        producers finds the nodes inside it. Uses a private API: None if unavailable."""
         try:
-            return [d["op_name"] for d in self.interpreter._get_ops_details()]
-        except Exception:  # private API: optional
-            return []
+            nodes = self.interpreter._get_ops_details()
+        except Exception:
+            return None
+        return delegation_summary(nodes)
+
+
+def delegation_summary(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"partitions", "nodes", "delegated", "outside": {op: n}, "inside": {op: n}} from
+    interpreter node details (dicts with index, op_name, inputs, outputs)."""
+    orig = {n["index"]: n for n in nodes if n["op_name"] != "DELEGATE"}
+    parts = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    producer = {int(t): i for i, n in orig.items() for t in n["outputs"]}
+    inside: set[int] = set()
+    for part in parts:
+        stop = {int(t) for t in part["inputs"]}
+        stack = [int(t) for t in part["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in stop or t in seen or t not in producer:
+                continue
+            seen.add(t)
+            i = producer[t]
+            if i not in inside:
+                inside.add(i)
+                stack.extend(int(v) for v in orig[i]["inputs"] if int(v) >= 0)
+
+    def count(ids) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in ids:
+            out[orig[i]["op_name"]] = out.get(orig[i]["op_name"], 0) + 1
+        return dict(sorted(out.items()))
+
+    return {"partitions": len(parts), "nodes": len(orig), "delegated": len(inside),
+            "outside": count(i for i in orig if i not in inside), "inside": count(inside)}
 
 
 class OnnxRunner(Runner):
@@ -527,9 +563,14 @@ def bench_model(model: str, threads: int = 1, input_hw: tuple[int, int] | None =
                    input=format_size(runner.input_hw), output=format_size(runner.output_hw),
                    io_dtype=runner.io_dtype, notes="; ".join(runner.notes))
         if isinstance(runner, TFLiteRunner):
-            ops = runner.ops()
-            if ops:
-                row["exec_plan_ops"] = {name: ops.count(name) for name in sorted(set(ops))}
+            deleg = runner.delegation()
+            if deleg is not None:
+                row["delegation"] = deleg
+                if deleg["outside"] and delegate != "none":
+                    runner.notes.append(
+                        f"{deleg['partitions']} delegate partition(s); outside: " +
+                        ", ".join(f"{k} x{v}" for k, v in deleg["outside"].items()))
+                    row["notes"] = "; ".join(runner.notes)
         timing = measure(runner.run, warmup, runs, min_time_s, max_time_s=max_time_s)
         if not keep_times:
             timing.pop("times_ms")

@@ -11,14 +11,17 @@ from typing import Any
 from . import device_bench as db
 from .harness import (ArtifactError, Case, Options, base_row, measure_accuracy,
                       model_counts, prepare_artifact, weights_for, AccuracyCache)
-from .remote import Exec, adb_bench, run_process, ssh_bench
+from . import remote
+from .remote import Exec, adb_bench, ssh_bench
 
 
 def run_remote(kind: str, detail: Any, cases: list[Case], opts: Options,
                args: argparse.Namespace, local_machine: dict[str, Any],
-               exec_fn: Exec = run_process) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               exec_fn: Exec | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Measure `cases` on an ssh host or adb device. PyTorch / Upscaler rows need the
-    host package and become error rows there; adb runs .tflite only."""
+    host package and become error rows there; adb runs .tflite only. `exec_fn`
+    defaults to remote.run_process (looked up at call time, so tests can replace it)."""
+    exec_fn = exec_fn or remote.run_process
     rows: list[dict[str, Any]] = []
     runnable: list[tuple[Case, dict[str, Any], str]] = []  # case, row, model file
     counts: dict[str, dict[str, Any]] = {}
