@@ -119,6 +119,21 @@ def background_load(seconds: float = 0.3) -> float | None:
     return (b1 - b0) / (t1 - t0) if t1 > t0 else None
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _wait_stopped(pid: int, timeout: float = 2.0) -> None:
+    """SIGSTOP is delivered asynchronously: wait until the process shows state T (its
+    threads may still be finishing a time slice otherwise)."""
+    end = time.monotonic() + timeout
+    while _proc_state(pid) not in ("T", "t", "?") and time.monotonic() < end:
+        time.sleep(0.005)
+
+
 @contextmanager
 def paused(pid_file: str | None, log: Callable[[str], None] = print) -> Iterator[bool]:
     """SIGSTOP the process in `pid_file` for the duration (e.g. a training job), and
@@ -143,6 +158,7 @@ def paused(pid_file: str | None, log: Callable[[str], None] = print) -> Iterator
 
     signal.signal(signal.SIGTERM, on_term)
     os.kill(pid, signal.SIGSTOP)
+    _wait_stopped(pid)
     try:
         yield True
     finally:
