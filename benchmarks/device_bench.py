@@ -622,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "GMAC/s and peak fraction")
     p.add_argument("--precision", default=None, help="fp32 | fp16 | int8 (peak to use)")
     p.add_argument("--times", action="store_true", help="keep every run's time")
+    p.add_argument("--dump-output", metavar="NPY", help="save the output for the fixed "
+                   "seeded input (functional cross-machine checks, e.g. under qemu)")
     p.add_argument("--json", default="-", help="output file ('-' = stdout)")
     return p
 
@@ -637,6 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     row = bench_model(args.model, args.threads, input_hw, args.warmup, args.runs,
                       args.min_time, args.scale, args.delegate, args.macs,
                       args.precision, machine, args.times, args.max_time)
+    if args.dump_output and row["status"] == "ok":
+        try:  # same seeded input as the timed runs
+            y = open_runner(args.model, args.threads, input_hw, args.scale,
+                            args.delegate).run()
+            np.save(args.dump_output, np.asarray(y[0] if isinstance(y, list) else y))
+            row["output_dump"] = args.dump_output
+        except Exception as exc:
+            row.update(status="error", error=f"dump failed: {one_line(exc)}")
     text = json.dumps({"schema": SCHEMA_VERSION, "machine": machine, "row": row})
     if args.json == "-":
         print(text)

@@ -212,3 +212,19 @@ def test_standalone_imports_only_stdlib_and_numpy():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_tflite_per_op_profile(tiny_tflite):
+    from benchmarks.tflite_profile import markdown, one_op_models, profile
+
+    path = tiny_tflite["int8"]
+    models = one_op_models(path.read_bytes(), (8, 12))
+    ops = [m["op"] for m in models]
+    assert "CONV_2D" in ops and "DEPTH_TO_SPACE" in ops
+    prof = profile(str(path), (8, 12), threads=1, runs=2, warmup=0)
+    assert [o["op"] for o in prof["ops"]] == ops
+    assert all(o.get("ms") is not None for o in prof["ops"]), prof["ops"]
+    assert set(prof["by_type"]) == set(ops)
+    assert sum(t["share"] for t in prof["by_type"].values()) == pytest.approx(1.0)
+    assert prof["delegation"]["nodes"] == len(ops)
+    assert "| CONV_2D |" in markdown(prof)
