@@ -58,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pause-pid", metavar="PIDFILE",
                    help="SIGSTOP this process (e.g. a training job) while each row is "
                         "timed, SIGCONT right after")
+    g.add_argument("--idle-threshold", type=float, default=0.15, help="with --pause-pid: "
+                   "wait before each row until other CPU load is below this fraction")
+    g.add_argument("--idle-wait", type=float, default=60.0, help="... for at most this "
+                   "many seconds (the job runs meanwhile), then measure anyway")
     g.add_argument("--seed", type=int, default=0, help="torch seed of random weights")
     g = p.add_argument_group("where")
     g.add_argument("--target", default="local", help="local | ssh://user@host[:port] | "
@@ -191,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
                    max_time=args.max_time, export=not args.no_export, weights=args.weights,
                    seed=args.seed, accuracy=args.accuracy,
                    accuracy_data=[] if args.accuracy == "never" else _data_dirs(args.data),
-                   pause_pid_file=args.pause_pid,
+                   pause_pid_file=args.pause_pid, idle_threshold=args.idle_threshold,
+                   idle_wait=args.idle_wait,
                    log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.cache_dir:
         opts.cache_dir = Path(args.cache_dir)

@@ -116,6 +116,13 @@ def markdown_text(doc: dict[str, Any]) -> str:
              f"- SIMD flags: {' '.join(f for f in m.get('flags', []) if _simd(f))}"]
     for note in doc.get("notes", []):
         lines.append(f"- {note}")
+    loads = [r["background_cpu_before"] for r in doc["rows"]
+             if r.get("background_cpu_before") is not None]
+    if loads:
+        busy = sum(1 for v in loads if v > 0.15)
+        lines.append(f"- Other CPU load just before each timed row (job paused): median "
+                     f"{100 * sorted(loads)[len(loads) // 2]:.0f}%, max {100 * max(loads):.0f}%"
+                     f"; {busy} of {len(loads)} row(s) above 15%.")
     peaks = doc.get("peaks", {})
     if peaks:
         lines += ["", "Peak multiply-add rates used for %peak (computed, not measured):", ""]
