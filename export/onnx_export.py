@@ -74,6 +74,25 @@ def torch_to_onnx(model: Any, input_size: tuple[int, int] | None = None) -> Any:
     return onnx.load_from_string(buf.getvalue())
 
 
+def simplify(proto: Any, param_bytes: int | None = None) -> tuple[Any, dict[str, Any], int]:
+    """onnxsim + initializer dedupe + IR pin + structure check:
+    (model, structure info, duplicates merged)."""
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified model")
+    removed = dedupe_initializers(simplified)
+    simplified.ir_version = IR_VERSION
+    return simplified, check_structure(simplified, param_bytes), removed
+
+
+def build_fp32(model: Any, input_size: tuple[int, int] | None = None) -> Any:
+    """The simplified, checked FP32 onnx.ModelProto of `model` (no metadata)."""
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return simplify(torch_to_onnx(model, input_size), param_bytes)[0]
+
+
 def dedupe_initializers(model: Any) -> int:
     """Merge byte-identical initializers (same dtype, shape, data) in place; returns
     how many were removed. The tracer already shares the recursive block's weights;
@@ -210,9 +229,6 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
     `calib`, ΔPSNR on `eval_dir` (Set5) vs the FP32 torch model gated by `max_drop`.
     The file is written only after its gate passed.
     """
-    import onnx
-    import onnxsim
-
     out_path = Path(out_path)
     if precision not in ("fp32", "int8"):
         raise ValueError(f"onnx: unsupported precision {precision!r}")
@@ -224,13 +240,7 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
         proto = torch_to_onnx(model, input_size)
         s["size"] = proto.ByteSize()
     with steps.step("simplify (onnxsim)") as s:
-        simplified, ok = onnxsim.simplify(proto)
-        if not ok:
-            raise RuntimeError("onnxsim could not validate the simplified model")
-        proto = simplified
-        removed = dedupe_initializers(proto)
-        proto.ir_version = IR_VERSION
-        structure = check_structure(proto, param_bytes)
+        proto, structure, removed = simplify(proto, param_bytes)
         s["size"] = proto.ByteSize()
         s["note"] = (f"{sum(structure['ops'].values())} nodes, no Loop/If/Scan, DepthToSpace "
                      f"CRD, weights {structure['weight_bytes_ratio']:.3f}x params"
