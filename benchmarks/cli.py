@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(Android arm64 build)")
     g.add_argument("--delegate", default="xnnpack", choices=("xnnpack", "gpu", "nnapi", "none"),
                    help="adb: delegate flag for benchmark_model")
-    g.add_argument("--profile", action="store_true", help="adb: per-op profile")
+    g.add_argument("--profile", action="store_true", help="per-op profile of the TFLite "
+                   "rows (local: benchmarks/tflite_profile.py; adb: benchmark_model's)")
     g.add_argument("--remote-python", default="python3", help="ssh: Python on the host")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
@@ -217,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         name = args.name or args.suite or "bench"
         paths = report.write_results(doc, out, name)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
+        if (args.profile or args.suite == "full") and kind == "local":
+            for path in _profile_tflite_rows(rows, opts, out, name):
+                print(f"wrote {path}")
         if args.suite in ("full", "table1", "table2") and kind == "local":
             from .paper_tables import write_paper_tables
 
@@ -262,3 +266,48 @@ def make_doc(args: argparse.Namespace, machine: dict[str, Any], rows: list[dict[
                     "accuracy_data": [str(p) for p in opts.accuracy_data]},
         "rows": rows,
     }
+
+
+def _profile_tflite_rows(rows: list[dict[str, Any]], opts: Any, out: Path, name: str
+                         ) -> list[Path]:
+    """Per-op profiles of each measured TFLite artifact (once per file and thread
+    count), each in its own subprocess with the background job paused."""
+    import json
+    import subprocess
+
+    from . import device_bench as db
+    from .harness import REPO, paused
+
+    done: set[tuple[str, int]] = set()
+    profiles = []
+    for r in rows:
+        key = (str(r.get("artifact")), int(r.get("threads") or 1))
+        if r.get("format") != "tflite" or r.get("status") != "ok" or key in done:
+            continue
+        done.add(key)
+        tmp = out / f".profile_{len(done)}.json"
+        argv = [opts.python, "-m", "benchmarks.tflite_profile", key[0], "--input",
+                r["input"], "--threads", str(key[1]), "--runs", str(max(3, opts.runs // 4)),
+                "--json", str(tmp)]
+        with paused(opts.pause_pid_file, opts.log):
+            p = subprocess.run(argv, capture_output=True, text=True, cwd=str(REPO))
+        if p.returncode != 0 or not tmp.is_file():
+            opts.log(f"bench: profile of {key[0]} failed: {db.one_line(RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else 'no output'))}")
+            continue
+        prof = json.loads(tmp.read_text())
+        tmp.unlink()
+        prof["label"] = f"{r['model']} {r['precision']}"
+        profiles.append(prof)
+    if not profiles:
+        return []
+    from .tflite_profile import markdown
+
+    text = "# Per-op TFLite profiles\n\n" + "\n".join(
+        f"{p['label']}:\n\n{markdown(p)}" for p in profiles)
+    md = out / f"{name}_profile.md"
+    js = out / f"{name}_profile.json"
+    for path, content in ((md, text), (js, json.dumps(profiles, indent=1))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(path)
+    return [md, js]
