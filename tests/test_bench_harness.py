@@ -24,7 +24,7 @@ from rdsrn.macs import count_macs
 from rdsrn.models import create_model
 from runtimes.errors import UserError
 
-from test_runtime_artifacts import onnx_x4, torch_model  # noqa: F401 (fixtures)
+from test_runtime_artifacts import onnx_x4, tiny_tflite, torch_model  # noqa: F401 (fixtures)
 
 TINY = (12, 16)  # LR (H, W)
 
@@ -218,3 +218,17 @@ def test_bench_module_imports_are_light():
     p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_cli_artifact_with_profile(tmp_path, tiny_tflite):
+    from rdsrn.cli import main
+
+    out = tmp_path / "res"
+    rc = main(["bench", "--artifact", str(tiny_tflite["fp32"]), "--input", "12x10",
+               "--threads", "1", "--runs", "2", "--warmup", "0", "--accuracy", "never",
+               "--profile", "--out", str(out), "--name", "p"])
+    assert rc == 0
+    (row,) = json.loads((out / "p.json").read_text())["rows"]
+    assert row["status"] == "ok" and row["format"] == "tflite" and row["delegation"]
+    prof = json.loads((out / "p_profile.json").read_text())
+    assert prof[0]["by_type"] and "| op type |" in (out / "p_profile.md").read_text()
