@@ -36,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precisions", help="comma list of fp32, bf16, fp16, int8 (those a "
                    "format supports)")
     g.add_argument("--threads", help="comma list of thread counts (default: 1 and all cores)")
-    g.add_argument("--input", default="320x180", help="LR input size(s) WxH, comma list "
-                   "(default 320x180 -> 1280x720 at x4)")
+    g.add_argument("--input", default=None, help="LR input size(s) WxH, comma list "
+                   "(default 320x180 -> 1280x720 at x4; with --suite: replaces the "
+                   "suite's size, e.g. for a smoke run)")
     g.add_argument("--artifact", action="append", default=[],
                    help="an exported .onnx/.tflite file to measure (repeatable)")
     g.add_argument("--weights", help=".safetensors for RDSRN rows (default: shipped "
@@ -99,7 +100,7 @@ def build_cases(args: argparse.Namespace, cores: int) -> list[Any]:
     from .suites import suite_cases
 
     try:
-        sizes = [db.parse_size(s) for s in _csv(args.input)]
+        sizes = [db.parse_size(s) for s in _csv(args.input or "320x180")]
     except ValueError as exc:
         raise UserError(str(exc)) from None
     threads = [int(t) for t in _csv(args.threads)] if args.threads else sorted({1, cores})
@@ -110,10 +111,13 @@ def build_cases(args: argparse.Namespace, cores: int) -> list[Any]:
         cases += _artifact_cases(Path(path), threads, sizes)
     explicit = args.models or args.formats or args.precisions
     if args.suite:
-        cases += suite_cases(args.suite, cores)
-        if args.threads:
-            for c in cases:
+        suite = suite_cases(args.suite, cores)
+        for c in suite:
+            if args.threads:
                 c.threads = threads[-1]
+            if args.input:
+                c.input_hw = sizes[0]
+        cases += suite
     elif explicit or not args.artifact:
         from rdsrn.models import list_models, unknown_name_message
 

@@ -227,9 +227,13 @@ def model_counts(case: Case, opts: Options) -> dict[str, Any]:
     """params and MACs of one inference at the case's input size (HR for SRCNN)."""
     if case.model == "bicubic":
         return {"params": 0, "macs": None}
-    from rdsrn.macs import count_macs, count_params
+    import torch
 
-    model = create_torch_model(case, opts)
+    from rdsrn.macs import count_macs, count_params
+    from rdsrn.models import create_model
+
+    with torch.device("meta"):  # shapes only: no weight init or memory
+        model = create_model(case.model, **case.overrides)
     h, w = case.input_hw
     if getattr(model, "pre_upscaled", False):
         h, w = h * model.scale, w * model.scale

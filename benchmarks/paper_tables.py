@@ -38,10 +38,13 @@ PAPER_NAMES = {"srcnn_x4": "SRCNN", "carn_x4": "CARN", "imdn_x4": "IMDN", "rdn_x
 
 def _counts(name: str, overrides: dict[str, Any]) -> tuple[float, float]:
     """(params M, G MACs for a 1280x720 output) of a registry model."""
+    import torch
+
     from rdsrn.macs import count_params, macs_for_hd_output
     from rdsrn.models import create_model
 
-    model = create_model(name, **overrides)
+    with torch.device("meta"):  # shapes only: no weight init or memory
+        model = create_model(name, **overrides)
     pre = getattr(model, "pre_upscaled", False)
     macs = macs_for_hd_output(model, pre_upscaled=pre,
                               in_channels=getattr(model, "in_channels", 3))
