@@ -228,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
         if args.suite in ("full", "table1", "table2") and kind == "local":
             from .paper_tables import write_paper_tables
 
-            path = write_paper_tables(rows, machine, DEFAULT_RESULTS / "paper_tables.md",
+            # the repository's copy only from a default-location run
+            target = (DEFAULT_RESULTS if not args.out else out) / "paper_tables.md"
+            path = write_paper_tables(rows, machine, target,
                                       source=str(paths["json"]), command=doc["command"])
             print(f"wrote {path}")
     failed = [r for r in rows if r.get("status") != "ok"]
