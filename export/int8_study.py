@@ -134,6 +134,74 @@ def speed(src: Any, calib_dir: Path, sizes: list[tuple[int, int]], threads: int,
     return rows
 
 
+NOTES = """\
+## How the exported INT8 files are made (and why)
+
+- Post-training static quantization (TFLite: full-integer; ONNX: QDQ, ops without an
+  onnxruntime int8 kernel run in float between DequantizeLinear/QuantizeLinear), weights
+  int8 symmetric per output channel, activations 8-bit asymmetric per tensor, ranges by
+  min/max over calibration patches:
+  LR patches (64x64, bicubic x{scale} downscales of random HR crops) of the training
+  photos in `../shared/data/train`, never the test sets; the set always reaches pixel
+  values 0 and 255, so the uint8 input of the TFLite file has scale exactly 1/255 and
+  zero point 0 (the 8-bit pixel values themselves).
+- The exported graphs clamp the output to [0, 1] (the PyTorch model does not): the
+  output's quantization range is then the pixel range and no code point is spent on
+  over/undershoot that every caller clips anyway. All parity figures compare with the
+  clamped PyTorch output.
+- ΔPSNR = Y-PSNR of the FP32 PyTorch model minus that of the INT8 file, standard
+  protocol (MATLAB bicubic LR, BT.601 Y, `scale` border pixels cropped); positive means
+  the INT8 file is worse. `rdsrn export` stores it in the file's metadata and refuses a
+  file above `--max-drop` (default 0.3 dB).
+- ONNX: onnxruntime static quantization, QDQ. U8S8 (uint8 activations, int8 weights) is
+  the default because it is faster than S8S8 on x86 (speed table); S8S8 is available with
+  `--int8-act int8`.
+- TFLite: the CCA's square root is an INT8 SQRT kernel; ai-edge-litert (current LiteRT)
+  has it, tflite-runtime 2.14 (2023) does not, so the INT8 .tflite needs ai-edge-litert.
+- Regenerate this file: `python -m export.int8_study --model rdsrn_x4 --datasets
+  Set5,BSD68 --speed` (pauses the background training while timing).
+"""
+
+
+def render(report: dict[str, Any]) -> str:
+    """The markdown report of a study run."""
+    lines = ["# INT8 export: accuracy (ΔPSNR vs FP32) and speed", "",
+             f"Model `{report['model']}`, weights sha256 `{report['weights_sha256'][:16]}`"
+             f" ({report.get('weights_file') or 'registry'}); {report['date']}; "
+             f"CPU: {report['cpu']}.", ""]
+    if report.get("variants"):
+        sets = list(report["fp32"])
+        lines += ["## ΔPSNR of quantization variants (Y channel, dB; lower is better)", "",
+                  "FP32 PyTorch: " + ", ".join(f"{d} {v:.3f} dB"
+                                               for d, v in report["fp32"].items()), "",
+                  "| variant | format | calibration | " + " | ".join(
+                      f"{d} PSNR | {d} Δ" for d in sets) + " | size |",
+                  "|---|---|---|" + "---|---|" * len(sets) + "---|"]
+        for r in report["variants"]:
+            calib = f"{r.get('method', 'minmax')} " + (
+                f"p{r['percentile']} " if "percentile" in r else "") + f"n={r['n']}"
+            extra = []
+            if r.get("exclude_cca"):
+                extra.append("CCA float")
+            if r.get("act") == "int8":
+                extra.append("S8S8")
+            if r.get("io") == "int8":
+                extra.append("int8 I/O")
+            cells = " | ".join(f"{r[d]:.3f} | {r['d_' + d]:+.3f}" for d in sets)
+            lines.append(f"| {r['variant']}{' (' + ', '.join(extra) + ')' if extra else ''} "
+                         f"| {r['format']} | {calib} | {cells} | {r['size'] / 1024:.0f} KiB |")
+        lines.append("")
+    if report.get("speed"):
+        lines += ["## onnxruntime CPU latency: FP32 vs INT8 U8S8 vs S8S8", "",
+                  "Batch 1, whole image, interleaved runs, background training paused.", "",
+                  "| model | LR input | threads | median ms | min ms |", "|---|---|---|---|---|"]
+        for r in report["speed"]:
+            lines.append(f"| {r['model']} | {r['lr']} | {r['threads']} | {r['median_ms']} "
+                         f"| {r['min_ms']} |")
+        lines.append("")
+    return "\n".join(lines) + "\n" + NOTES.format(scale=4)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -150,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="Set5", help="comma-separated test sets")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--calib", default=str(data_dir() / "train"))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "export_int8.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "export_int8.md"),
+                        help="markdown report; the raw figures go to the same name .json")
     parser.add_argument("--speed", action="store_true", help="also time U8S8 vs S8S8")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
@@ -194,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         report["variants"] = rows
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.write_text(render(report))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 

@@ -120,6 +120,15 @@ def dedupe_initializers(model: Any) -> int:
     return len(rename)
 
 
+def prune_opset_imports(model: Any) -> None:
+    """Drop opset imports of domains no node uses (the quantization pre-processing
+    declares a dozen; older onnxruntime builds reject some of their versions)."""
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
 def initializer_bytes(model: Any) -> int:
     from onnx import numpy_helper
 
@@ -205,6 +214,7 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
                         calibrate_method=methods[method], nodes_to_exclude=nodes_to_exclude,
                         extra_options=extra)
         q = onnx.load(str(dst))
+    prune_opset_imports(q)
     info = {"method": f"onnxruntime static QDQ, {method} calibration"
                       + (f" ({percentile} percentile)" if method == "percentile" else ""),
             "weights": "int8 symmetric, per output channel",

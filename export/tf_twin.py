@@ -116,12 +116,14 @@ class TFRDSRN(tf.Module):
         return self.rb[f"{prefix}.fuse"](tf.concat([d1, d2, d3], axis=-1)) + x
 
     def _cca(self, x: tf.Tensor) -> tf.Tensor:
-        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-        diff = x - mean
-        var = tf.reduce_mean(diff * diff, axis=[1, 2], keepdims=True)
-        contrast = mean + tf.sqrt(var + CCA_EPS)
-        w = tf.sigmoid(self.rb["rb.cca.fc2"](tf.nn.relu(self.rb["rb.cca.fc1"](contrast))))
-        return x * w
+        # "cca" in the op names: lets quantization debugging tools pick these ops out.
+        with tf.name_scope("cca"):
+            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+            diff = x - mean
+            var = tf.reduce_mean(diff * diff, axis=[1, 2], keepdims=True)
+            contrast = mean + tf.sqrt(var + CCA_EPS)
+            w = tf.sigmoid(self.rb["rb.cca.fc2"](tf.nn.relu(self.rb["rb.cca.fc1"](contrast))))
+            return x * w
 
     def _rb(self, x: tf.Tensor) -> tf.Tensor:
         h = x

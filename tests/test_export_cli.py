@@ -14,7 +14,17 @@ from rdsrn import cli
 from rdsrn.models.rdsrn import RDSRN
 from rdsrn.weights import file_sha256, save_weights
 
-from export_fixtures import SMALL
+from export_fixtures import SMALL, tiny_eval_dir
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    """A narrow RDSRN saved as .safetensors with metadata (fast exports)."""
+    torch.manual_seed(0)
+    model = RDSRN(**SMALL)
+    path = tmp_path_factory.mktemp("w") / "small.safetensors"
+    save_weights(path, model, {"model": "rdsrn_x4", "config": dict(model.config)})
+    return path
 
 
 def rdsrn_export(argv, monkeypatch):
@@ -57,25 +67,25 @@ def test_missing_extra(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    rc = rdsrn_export(["--format", "tflite", "--random-weights", "0",
+    rc = rdsrn_export(["--format", "tflite",
                        "--out", str(tmp_path / "o")], monkeypatch)
     assert rc == 2
     assert "pip install 'rdsrn[export]'" in capsys.readouterr().err
 
 
-def test_failing_gate_leaves_no_file(tmp_path, monkeypatch, capsys):
+def test_failing_gate_leaves_no_file(tmp_path, monkeypatch, capsys, small_weights):
     monkeypatch.setattr(parity, "FP32_MAX_ABS_DIFF", 0.0)  # any real difference fails
     out = tmp_path / "out"
-    rc = rdsrn_export(["--format", "onnx", "--random-weights", "0", "--out", str(out)],
+    rc = rdsrn_export(["--model", str(small_weights), "--format", "onnx", "--out", str(out)],
                       monkeypatch)
     assert rc == 2
     assert "parity gate failed" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_export_onnx_fp32_command(tmp_path, monkeypatch, capsys):
+def test_export_onnx_fp32_command(tmp_path, monkeypatch, capsys, small_weights):
     out = tmp_path / "out"
-    rc = rdsrn_export(["--format", "onnx", "--random-weights", "0", "--out", str(out)],
+    rc = rdsrn_export(["--model", str(small_weights), "--format", "onnx", "--out", str(out)],
                       monkeypatch)
     assert rc == 0
     files = sorted(p.name for p in out.iterdir())
@@ -86,16 +96,15 @@ def test_export_onnx_fp32_command(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_int8_tflite_command_on_file_source(tmp_path, monkeypatch, capsys, data_dir):
+def test_int8_tflite_command_on_file_source(tmp_path, monkeypatch, capsys, data_dir,
+                                            set5_dir, small_weights):
     """INT8 from a .safetensors file through the command, small calibration set; the
     uint8-I/O file is written only after its ΔPSNR gate."""
-    torch.manual_seed(0)
-    model = RDSRN(**SMALL)
-    weights = tmp_path / "small.safetensors"
-    save_weights(weights, model, {"model": "rdsrn_x4", "config": dict(model.config)})
+    weights = small_weights
     out = tmp_path / "out"
     rc = rdsrn_export(["--model", str(weights), "--format", "tflite", "--precision", "int8",
                        "--calib", str(data_dir / "train"), "--calib-n", "4",
+                       "--eval-dir", str(tiny_eval_dir(set5_dir, tmp_path / "eval")),
                        "--max-drop", "50", "--out", str(out)], monkeypatch)
     assert rc == 0, capsys.readouterr().err
     from runtimes.tflite_meta import read_tflite_metadata

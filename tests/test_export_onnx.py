@@ -109,6 +109,7 @@ def test_onnx_int8_qdq(tmp_path, data_dir, set5_dir):
     m = onnx.load(str(out))
     ops = [n.op_type for n in m.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"} and m.ir_version == 8
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     conv_w = [n.input[1] for n in m.graph.node if n.op_type == "Conv"]
     producers = {n.output[0]: n for n in m.graph.node}
