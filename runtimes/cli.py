@@ -115,6 +115,7 @@ def plan_outputs(files: list[Path], output: Path, scale: int, force: bool,
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
     from tqdm import tqdm
 
     from .bundled import resolve_model
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     single_file = (len(files) == 1 and len(args.inputs) == 1 and not output.is_dir()
                    and Path(args.inputs[0]).is_file()
                    and output.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if not single_file and output.exists() and not output.is_dir():
+        raise UserError(f"{output} is a file; with several inputs -o must be a folder")
     outs = plan_outputs(files, output, s, args.force, single_file)
     (output.parent if single_file else output).mkdir(parents=True, exist_ok=True)
 
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         except UserError as exc:
             failed += 1
             bar.write(f"rdsrn upscale: failed: {exc}", file=sys.stderr)
-        except (OSError, ValueError, MemoryError) as exc:
+        except (OSError, ValueError, MemoryError, cv2.error) as exc:
             failed += 1
             bar.write(f"rdsrn upscale: failed: {src}: {exc}", file=sys.stderr)
         bar.update(1)

@@ -9,8 +9,8 @@ near a tile's cut edge (where zero padding of the convolutions distorts the outp
 almost no weight.
 
 Output rows are accumulated for one row of tiles at a time and handed to `emit` as soon
-as no later tile touches them: the float working memory is about
-(tile + overlap) * scale rows of the output width, whatever the image height.
+as no later tile touches them: the float working memory is one buffer of tile * scale
+rows of the output width, whatever the image height.
 """
 
 from __future__ import annotations
@@ -72,30 +72,30 @@ def run_tiled(
     read_tile(y0, y1, x0, x1) -> float32 (y1-y0, x1-x0, channels) LR tile;
     infer(x: float32 (1, h, w, C)) -> float32 (1, h*scale, w*scale, C);
     emit(row0, rows) receives finished output rows (float32, n x width*scale x C) in
-    order, starting at output row `row0`. `tile` is (tile_h, tile_w); sides larger than
+    order, starting at output row `row0` (a view into a reused buffer: copy it before
+    returning). `tile` is (tile_h, tile_w); sides larger than
     the image are reduced to it (the caller pads images smaller than a fixed tile).
     """
     th, tw = min(tile[0], height), min(tile[1], width)
     ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
+    if len(ys) == 1 and len(xs) == 1:  # one pass: nothing to blend
+        emit(0, infer(read_tile(0, th, 0, tw)[None])[0])
+        return
     wy, wx = ramp_weights(ys, th, height, scale), ramp_weights(xs, tw, width, scale)
-    out_w = width * scale
-    acc = np.zeros((0, out_w, channels), dtype=np.float32)
-    acc_y0 = 0  # output row of acc[0]
+    # At tile row i, buf holds output rows [ys[i]*scale, (ys[i]+th)*scale): all a tile
+    # row touches. Rows above the next tile row are final and are emitted; the rest
+    # moves to the top for the next row. One fixed buffer, whatever the height.
+    buf = np.zeros((th * scale, width * scale, channels), dtype=np.float32)
     for i, y in enumerate(ys):
-        y0, y1 = y * scale, (y + th) * scale
-        if y1 > acc_y0 + acc.shape[0]:
-            grow = y1 - (acc_y0 + acc.shape[0])
-            acc = np.concatenate([acc, np.zeros((grow, out_w, channels), np.float32)])
         for j, x in enumerate(xs):
-            lr = read_tile(y, y + th, x, x + tw)
-            sr = infer(lr[None])[0]
+            sr = infer(read_tile(y, y + th, x, x + tw)[None])[0]
             weight = (wy[i][:, None] * wx[j][None, :])[:, :, None]
-            acc[y0 - acc_y0:y1 - acc_y0, x * scale:(x + tw) * scale] += sr * weight
-        done_to = ys[i + 1] * scale if i + 1 < len(ys) else height * scale
-        if done_to > acc_y0:
-            emit(acc_y0, acc[:done_to - acc_y0])
-            acc = acc[done_to - acc_y0:].copy()
-            acc_y0 = done_to
+            buf[:, x * scale:(x + tw) * scale] += sr * weight
+        done = (ys[i + 1] - y) * scale if i + 1 < len(ys) else th * scale
+        emit(y * scale, buf[:done])
+        keep = th * scale - done
+        buf[:keep] = buf[done:]
+        buf[keep:] = 0.0
 
 
 def pad_to(img: np.ndarray, min_h: int, min_w: int) -> np.ndarray:

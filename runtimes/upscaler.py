@@ -23,6 +23,8 @@ from .tiling import pad_to, run_tiled
 DEFAULT_TILE = 192
 DEFAULT_OVERLAP = 24
 
+_EMIT_CHUNK = 64  # output rows converted at a time
+
 _MAXVAL = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -68,6 +70,9 @@ class Upscaler:
             self.tile = max(self.input_size)
         else:
             self.tile = DEFAULT_TILE if tile is None else int(tile)
+            if 0 < self.tile < self.min_input:
+                raise UserError(f"tile must be >= the model's min_input {self.min_input}, "
+                                f"got {self.tile}")
         limit = max(0, (min(self.input_size) if self.input_size else self.tile) // 2 - 1)
         self.overlap = min(DEFAULT_OVERLAP, limit) if overlap is None else int(overlap)
         if self.tile and not 0 <= self.overlap <= limit:
@@ -153,18 +158,18 @@ class Upscaler:
             return np.repeat(t, 3, axis=2) if gray else t
 
         def emit(row0: int, rows: np.ndarray) -> None:
-            if row0 >= h * s:
-                return
-            rows = rows[:h * s - row0, :w * s]
-            if gray:
-                rows = rows.mean(axis=2, keepdims=True)
-            if image.dtype.kind == "f":
-                out[row0:row0 + rows.shape[0]] = np.clip(rows, 0.0, 1.0)
-            else:
-                scaled = rows * np.float32(maxval)
-                np.rint(scaled, out=scaled)
-                np.clip(scaled, 0.0, maxval, out=scaled)
-                out[row0:row0 + rows.shape[0]] = scaled
+            rows = rows[:max(0, h * s - row0), :w * s]  # drop padding
+            for r in range(0, rows.shape[0], _EMIT_CHUNK):  # bounded temporaries
+                chunk = rows[r:r + _EMIT_CHUNK]
+                if gray:
+                    chunk = chunk.mean(axis=2, keepdims=True)
+                if image.dtype.kind == "f":
+                    chunk = np.clip(chunk, 0.0, 1.0)
+                else:
+                    chunk = chunk * np.float32(maxval)
+                    np.rint(chunk, out=chunk)
+                    np.clip(chunk, 0.0, maxval, out=chunk)
+                out[row0 + r:row0 + r + chunk.shape[0]] = chunk
 
         run_tiled(read_tile, ph, pw, self._backend.run, s, tile, self.overlap, emit)
         return out

@@ -257,6 +257,8 @@ def test_min_input_pads_then_crops(onnx_x4: Path, tmp_path: Path) -> None:
     # the same as upscaling the padded 8x8 image and cropping
     full = Upscaler(onnx_x4, tile=0).upscale(pad_to(img, 8, 8))
     np.testing.assert_array_equal(out, full[:12, :20])
+    with pytest.raises(UserError, match="min_input"):
+        Upscaler(path, tile=4)
 
 
 def test_rejects_bad_images(up: Upscaler) -> None:
