@@ -16,6 +16,7 @@ from typing import Any
 from runtimes.errors import MissingExtraError, UserError
 from runtimes.formats import FORMATS, PRECISIONS
 
+from .calibration import DEFAULT_PATCHES
 from .common import data_dir, human_size, parse_input_size
 
 FORMAT_CHOICES = (*FORMATS, "all")
@@ -34,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", default=None, metavar="DIR",
                         help="INT8 calibration images (training photos, never test sets), "
                              "e.g. ../shared/data/train")
-    parser.add_argument("--calib-n", type=int, default=100, metavar="N",
-                        help="calibration patches (default 100)")
+    parser.add_argument("--calib-n", type=int, default=None, metavar="N",
+                        help=f"int8: calibration patches (default {DEFAULT_PATCHES})")
     parser.add_argument("--input-size", default="dynamic", metavar="HxW|dynamic",
                         help="LR input size the file accepts (default: dynamic)")
     parser.add_argument("--out", default="exported", metavar="DIR",
@@ -114,10 +115,10 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         calib = Path(args.calib).expanduser()
         if not calib.is_dir():
             raise UserError(f"--calib {calib}: no such folder")
-        if args.calib_n < 1:
+        if args.calib_n is not None and args.calib_n < 1:
             raise UserError(f"--calib-n {args.calib_n}: need at least 1 patch")
-    elif args.calib:
-        raise UserError("--calib applies to --precision int8 only")
+    elif args.calib or args.calib_n is not None:
+        raise UserError("--calib / --calib-n apply to --precision int8 only")
     eval_dir = Path(args.eval_dir).expanduser() if args.eval_dir else \
         data_dir() / "test" / "Set5"
     if precision == "int8" and not eval_dir.is_dir():
@@ -180,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if p["precision"] == "int8":
         t = time.perf_counter()
         size = p["input_size"] or (64, 64)
-        calib = make_calibration_set(p["calib"], scale, args.calib_n, size=size)
+        calib = make_calibration_set(p["calib"], scale, args.calib_n or DEFAULT_PATCHES,
+                                     size=size)
         print(f"[export] calibration: {calib.info['patches']} LR patches "
               f"{size[0]}x{size[1]} from {calib.info['images']} images in {p['calib']} "
               f"({time.perf_counter() - t:.1f} s)", flush=True)

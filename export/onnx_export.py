@@ -164,7 +164,10 @@ def check_structure(model: Any, param_bytes: int | None = None) -> dict[str, Any
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over NCHW patches (built lazily)."""
+    """onnxruntime CalibrationDataReader over NCHW patches (built lazily), with the
+    range protocol of the "CalibStridedMinMax" option: onnxruntime then collects
+    statistics chunk by chunk, so histogram methods (percentile, entropy) do not hold
+    every activation of every patch in memory at once (tens of GB at 100 64x64 patches)."""
 
     @staticmethod
     def make(patches: np.ndarray, name: str = "input") -> Any:
@@ -172,13 +175,24 @@ class _Reader:
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
-                self.it = iter(patches)
+                self.set_range(0, len(patches))
+
+            def __len__(self) -> int:
+                return len(patches)
+
+            def set_range(self, start_index: int, end_index: int) -> None:
+                self.it = iter(patches[start_index:end_index])
 
             def get_next(self) -> dict[str, np.ndarray] | None:
                 x = next(self.it, None)
                 return None if x is None else {name: x[None]}
 
         return Reader()
+
+
+def _chunk(n: int, most: int = 8) -> int:
+    """The largest divisor of n that is <= most (onnxruntime needs n % chunk == 0)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
 def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
@@ -201,7 +215,8 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
     nodes_to_exclude = []
     if exclude_cca:
         nodes_to_exclude = [n.name for n in fp32.graph.node if "/cca/" in n.name]
-    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True,
+                             "CalibStridedMinMax": _chunk(len(calib.patches))}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="rdsrn-onnx-q-") as tmp:

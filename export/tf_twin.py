@@ -12,8 +12,7 @@ size. It mirrors `rdsrn.models.rdsrn.RDSRN.forward` op for op:
 - PixelShuffle: PyTorch orders the up-sampling conv's output channels c*s*s + i*s + j
   (CRD), `tf.nn.depth_to_space` expects (i*s + j)*C + c (DCR); permuting that conv's
   output channels once makes one native DEPTH_TO_SPACE exact;
-- optional clamp of the output to [0, 1] (the exported graphs clamp; see export/README
-  in export/__init__.py).
+- optional clamp of the output to [0, 1] (the exported graphs clamp; see export/parity.py).
 
 tests/test_export_tflite.py keeps the twin and the PyTorch model from drifting apart.
 """
