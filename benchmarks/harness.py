@@ -593,9 +593,15 @@ def run_case(case: Case, opts: Options, machine: dict[str, Any], acc: AccuracyCa
     if measured.get("status") != "ok":
         row.update(status="error", error=measured.get("error"))
         return row
-    row.update({k: v for k, v in measured.items() if k not in ("status", "error")})
-    row["input"], row["output"] = measured.get("input", row["input"]), \
-        measured.get("output", row["output"])
+    row.update({k: v for k, v in measured.items()
+                if k not in ("status", "error", "input", "output")})
+    if pre_upscaled(case.model):  # keep the task's LR -> HR sizes; note the net's own
+        row["net_input"] = measured.get("input")
+        row["notes"] = "; ".join(filter(None, [row.get("notes"), "network input: the "
+                                               f"bicubic-upscaled {row['output']} Y channel"]))
+    else:
+        row["input"], row["output"] = measured.get("input", row["input"]), \
+            measured.get("output", row["output"])
     if row.get("macs"):
         peak_precision = "fp32" if case.format == "bicubic" else case.precision
         db.add_throughput(row, row["macs"], peak_precision, machine)

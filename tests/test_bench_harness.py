@@ -45,6 +45,7 @@ def tiny_rows(tmp_path_factory, onnx_x4):
         Case("rdsrn_x4", "onnx", "int8", 1, TINY, artifact=str(tmp / "missing.onnx")),
         Case("carn_x4", "tflite", "fp32", 1, TINY),  # no artifact, export disabled
         Case("bicubic", "bicubic", "uint8", 1, TINY),
+        Case("srcnn_x4", "pytorch", "fp32", 1, TINY),  # runs on the upscaled Y channel
     ]
     machine = {"arch": "x86_64", "flags": ["avx512f", "avx512_vnni"], "cores": 2,
                "mhz": 2000.0, "cpu": "Test CPU"}
@@ -55,7 +56,7 @@ def test_rows_have_required_keys_and_per_row_errors(tiny_rows):
     rows, _ = tiny_rows
     for r in rows:
         assert set(report.REQUIRED_KEYS) <= set(r), set(report.REQUIRED_KEYS) - set(r)
-    assert [r["status"] for r in rows] == ["ok", "ok", "error", "error", "ok"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "error", "error", "ok", "ok"]
     assert "no such model file" in rows[2]["error"]
     assert "export disabled" in rows[3]["error"]
     assert all("\n" not in (r["error"] or "") for r in rows)
@@ -76,6 +77,9 @@ def test_macs_and_throughput_arithmetic(tiny_rows):
     assert rows[4]["macs"] is None and rows[4]["gmacs_per_s"] is None
     for r in (rows[0], rows[1], rows[4]):
         assert r["p50_ms"] <= r["p90_ms"] and r["runs"] >= 2 and r["peak_rss_mb"] > 0
+    srcnn = rows[5]  # the task's LR -> HR sizes stay; the net ran on the HR Y channel
+    assert srcnn["input"] == "16x12" and srcnn["output"] == "64x48"
+    assert srcnn["net_input"] == "64x48" and srcnn["macs"] == 48 * 64 * 57_184
 
 
 def test_report_files(tiny_rows, tmp_path):
