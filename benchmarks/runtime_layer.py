@@ -4,6 +4,8 @@ benchmarks/results/:
     python -m benchmarks.runtime_layer tiling   --model M.onnx [--input-scale 2]
         PSNR between tiled and whole-image output on Set5 / BSD68 per (tile, overlap)
         -> runtime_tiling.md
+    python -m benchmarks.runtime_layer seams    --model M.onnx
+        the same on strips exactly two tiles long (narrowest overlap) -> appended
     python -m benchmarks.runtime_layer memory   --model M [--size 6000x4000]
         peak RSS of one upscale in a fresh process -> runtime_memory.md
     python -m benchmarks.runtime_layer overhead --model M [--model M2 ...]
@@ -128,28 +130,80 @@ def cmd_tiling(args: argparse.Namespace) -> None:
                   + ", ".join(f"{c[0]}/{c[1]} {per_cfg[c][-1]:.2f}" for c in configs),
                   flush=True)
         for c in configs:
-            v = per_cfg[c]
-            rows.append((name, len(files), npx / len(files), c, min(v), statistics.mean(v)))
+            v = [x for x in per_cfg[c] if np.isfinite(x)]  # inf: the image fits one tile
+            rows.append((name, len(files), npx / len(files), c, len(v),
+                         min(v) if v else float("inf"), statistics.mean(v) if v else float("inf")))
     lines = [
         "# Tiled vs whole-image output (runtime layer)",
         "",
         f"Model: {model_label(whole)}; weights: {args.weights_note}.",
-        f"Inputs: every image of each set, {'the HR image itself' if args.input_scale == 1 else f'downscaled 1/{args.input_scale} (INTER_AREA)'}"
+        f"Inputs: {'the first %d images' % args.limit if args.limit else 'every image'} of each set, {'the HR image itself' if args.input_scale == 1 else f'downscaled 1/{args.input_scale} (INTER_AREA)'}"
         " as the LR input, so that images span several tiles. PSNR (RGB, 8-bit) between "
         "the tiled output and one whole-image pass; CCA pools over its whole input, so "
         "they can never be identical. Tiles overlap by at least `overlap` LR pixels, "
         "with linear-ramp blending across the overlap.",
         "",
-        "| set | images | mean LR pixels | tile | overlap | min PSNR dB | mean PSNR dB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "`tiled`: images larger than one tile (the others are identical to the whole-image "
+        "pass); min and mean are over those.",
+        "",
+        "| set | images | mean LR pixels | tile | overlap | tiled | min PSNR dB | mean PSNR dB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, n, px, c, lo, mean in rows:
-        lines.append(f"| {name} | {n} | {px:,.0f} | {c[0]} | {c[1]} | {lo:.2f} | {mean:.2f} |")
+    for name, n, px, c, k, lo, mean in rows:
+        lines.append(f"| {name} | {n} | {px:,.0f} | {c[0]} | {c[1]} | {k} | {lo:.2f} | "
+                     f"{mean:.2f} |")
+    if args.note:
+        lines += ["", args.note]
     lines += ["", f"Command: `python -m benchmarks.runtime_layer tiling {' '.join(sys.argv[2:])}`",
               f"Machine: {machine()}.", ""]
     out = RESULTS / args.out
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
+
+
+def cmd_seams(args: argparse.Namespace) -> None:
+    """Worst case for a seam: a strip exactly two tiles long, so the tiles overlap by
+    exactly `overlap` (natural images mostly get wider overlaps from even spreading)."""
+    from runtimes import Upscaler
+
+    configs = [tuple(int(v) for v in c.split(":")) for c in args.configs.split(",")]
+    whole = Upscaler(args.model, tile=0, threads=args.threads)
+    files = []
+    for name in args.sets.split(","):
+        files += sorted((DATA / "test" / name).glob("*.png"))[:args.limit or None]
+    rows = []
+    for tile, overlap in configs:
+        up = Upscaler(args.model, tile=tile, overlap=overlap, threads=args.threads)
+        length = 2 * tile - overlap
+        vals = []
+        for f in files:
+            img = read_rgb(f)
+            for strip in (img[:args.width, :length], img[:length, :args.width]):
+                if max(strip.shape[:2]) == length:
+                    strip = np.ascontiguousarray(strip)
+                    vals.append(psnr(up.upscale(strip), whole.upscale(strip)))
+        rows.append((tile, overlap, length, len(vals), min(vals), statistics.mean(vals)))
+        print(rows[-1], flush=True)
+    lines = [
+        "",
+        "## Worst-case seams",
+        "",
+        f"Strips {args.width} px wide and exactly `2 * tile - overlap` long (two tiles, "
+        "overlapping by exactly `overlap`), cut horizontally and vertically from "
+        f"{len(files)} images of {args.sets} (first {args.limit or 'all'} per set); same "
+        "model; PSNR of tiled vs one pass.",
+        "",
+        "| tile | overlap | strip length | strips | min PSNR dB | mean PSNR dB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for tile, overlap, length, n, lo, mean in rows:
+        lines.append(f"| {tile} | {overlap} | {length} | {n} | {lo:.2f} | {mean:.2f} |")
+    lines += ["", f"Command: `python -m benchmarks.runtime_layer seams {' '.join(sys.argv[2:])}`",
+              ""]
+    out = RESULTS / args.out
+    with open(out, "a") as fh:
+        fh.write("\n".join(lines))
+    print(f"appended to {out}")
 
 
 # -- memory ------------------------------------------------------------------------------
@@ -323,6 +377,15 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--threads", type=int)
     t.add_argument("--weights-note", default="as in the file")
     t.add_argument("--out", default="runtime_tiling.md")
+    t.add_argument("--note", default="", help="a line of context for the report")
+    w = sub.add_parser("seams")
+    w.add_argument("--model", required=True)
+    w.add_argument("--sets", default="Set5,BSD68")
+    w.add_argument("--configs", default="192:0,192:8,192:16,192:24,128:16")
+    w.add_argument("--width", type=int, default=96)
+    w.add_argument("--limit", type=int, default=4)
+    w.add_argument("--threads", type=int)
+    w.add_argument("--out", default="runtime_tiling.md", help="appended to")
     m = sub.add_parser("memory")
     m.add_argument("--model", required=True)
     m.add_argument("--size", nargs="+", default=["6000x4000"])
@@ -338,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--note", default="", help="a line of context for the report")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    {"tiling": cmd_tiling, "memory": cmd_memory, "overhead": cmd_overhead}[args.cmd](args)
+    {"tiling": cmd_tiling, "seams": cmd_seams, "memory": cmd_memory,
+     "overhead": cmd_overhead}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, metavar="N",
                         help="LR tile side in pixels (default 192; 0 = whole image at once)")
     parser.add_argument("--overlap", type=int, metavar="N",
-                        help="LR pixels shared by neighbouring tiles (default 24)")
+                        help="LR pixels shared by neighbouring tiles (default 16)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for the runtime (default: all cores)")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "litert"),

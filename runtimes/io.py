@@ -8,7 +8,7 @@ is a UserError naming the file, so a batch can report it and go on.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -99,11 +99,16 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _temp_path(final: Path) -> Path:
-    """A fresh hidden temporary path beside `final`, keeping its suffix."""
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}",
-                                dir=final.parent)
-    os.close(fd)
-    return Path(name)
+    """A fresh hidden file beside `final` (same suffix), created with the permissions a
+    normal file gets (0o666 minus the umask; mkstemp's 0o600 would stick to the output)."""
+    for _ in range(100):
+        tmp = final.parent / f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise UserError(f"{final.parent}: cannot create a temporary file")
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:

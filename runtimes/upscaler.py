@@ -21,7 +21,7 @@ from .tiling import pad_to, run_tiled
 # Defaults chosen by measurement (benchmarks/results/runtime_tiling.md): tiled output
 # stays >= 45 dB PSNR from whole-image output on Set5 and BSD68 with these.
 DEFAULT_TILE = 192
-DEFAULT_OVERLAP = 24
+DEFAULT_OVERLAP = 16
 
 _EMIT_CHUNK = 64  # output rows converted at a time
 

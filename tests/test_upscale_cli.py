@@ -4,6 +4,7 @@ to overwrite, atomic writes, exit status and summary line."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import cv2
@@ -68,6 +69,9 @@ def test_batch_reports_bad_files_and_goes_on(inputs: Path, tmp_path: Path, onnx_
     assert "upscaled 4 of 7 files x4" in captured.out.splitlines()[-1]
     assert "3 failed" in captured.out.splitlines()[-1]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "a_x4.png").stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file
 
 
 def test_refuses_to_overwrite(tmp_path: Path, onnx_x4: Path, capsys) -> None:
