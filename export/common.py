@@ -102,7 +102,8 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
     try:
         h, w = (int(p) for p in parts)
     except ValueError:
-        raise UserError(f"--input-size {text!r}: expected HxW (e.g. 180x320) or 'dynamic'") from None
+        raise UserError(f"--input-size {text!r}: expected HxW (e.g. 180x320) "
+                        "or 'dynamic'") from None
     if min(h, w) < MIN_INPUT:
         raise UserError(f"--input-size {text}: below the model's minimum LR side {MIN_INPUT}")
     return h, w

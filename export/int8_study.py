@@ -2,10 +2,11 @@
 model, and the onnxruntime U8S8 / S8S8 speed comparison.
 
     python -m export.int8_study --model rdsrn_x4 --datasets Set5,BSD68 \
-        --out benchmarks/results/export_int8.md
+        --out benchmarks/results/export_int8_study.md
     python -m export.int8_study --speed-only      # U8S8 vs S8S8 latency only
 
-Writes a markdown table (and a .json beside it). Latency runs pause the background
+Writes a markdown table (and a .json beside it); benchmarks/results/export_int8.md
+summarises the decisions drawn from it. Latency runs pause the background
 training (kill -STOP on /work/train.pid, always resumed) when --pause-pid-file names it.
 No files other than the report are written; artifacts are built in memory.
 """
@@ -158,8 +159,8 @@ NOTES = """\
   `--int8-act int8`.
 - TFLite: the CCA's square root is an INT8 SQRT kernel; ai-edge-litert (current LiteRT)
   has it, tflite-runtime 2.14 (2023) does not, so the INT8 .tflite needs ai-edge-litert.
-- Regenerate this file: `python -m export.int8_study --model rdsrn_x4 --datasets
-  Set5,BSD68 --speed` (pauses the background training while timing).
+- Regenerate: `python -m export.int8_study --model rdsrn_x4 --datasets Set5,BSD68
+  --speed`; decisions drawn from these figures: export_int8.md.
 """
 
 
@@ -193,7 +194,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append("")
     if report.get("speed"):
         lines += ["## onnxruntime CPU latency: FP32 vs INT8 U8S8 vs S8S8", "",
-                  "Batch 1, whole image, interleaved runs, background training paused.", "",
+                  "Batch 1, whole image, interleaved runs; a background training run (if any) paused.", "",
                   "| model | LR input | threads | median ms | min ms |", "|---|---|---|---|---|"]
         for r in report["speed"]:
             lines.append(f"| {r['model']} | {r['lr']} | {r['threads']} | {r['median_ms']} "
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="Set5", help="comma-separated test sets")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--calib", default=str(data_dir() / "train"))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "export_int8.md"),
+    parser.add_argument("--out",
+                        default=str(REPO / "benchmarks" / "results" / "export_int8_study.md"),
                         help="markdown report; the raw figures go to the same name .json")
     parser.add_argument("--speed", action="store_true", help="also time U8S8 vs S8S8")
     parser.add_argument("--speed-only", action="store_true")
