@@ -131,3 +131,32 @@ def test_safetensors_source(tmp_path):
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(src.model(x), model(x))
+
+
+def test_calibration_reaches_both_ends(data_dir, tmp_path):
+    import numpy as np
+
+    from export.calibration import make_calibration_set
+    from rdsrn.data import write_image
+
+    calib = make_calibration_set(data_dir / "train", 4, 5, size=(16, 16))
+    assert calib.patches.shape[1:] == (16, 16, 3) and calib.patches.shape[0] >= 5
+    assert calib.patches.min() == 0.0 and calib.patches.max() == 1.0
+    assert "test" not in calib.info["source"]
+    # A folder of flat grey images cannot reach 0 and 1: two pixels are set, and said so.
+    write_image(tmp_path / "grey.png", np.full((80, 80, 3), 128, np.uint8))
+    flat = make_calibration_set(tmp_path, 4, 3, size=(8, 8))
+    assert flat.info["range_forced"] and flat.patches.min() == 0 and flat.patches.max() == 1
+
+
+def test_tiled_runner_equals_whole_image_for_local_op():
+    import numpy as np
+
+    from export.parity import tiled
+
+    def nearest_x2(x):  # a purely local "model": tiling must not change it
+        return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+
+    x = np.random.default_rng(0).random((1, 23, 37, 3), dtype=np.float32)
+    for size in [(8, 8), (10, 16), (30, 40)]:
+        np.testing.assert_array_equal(tiled(nearest_x2, size)(x), nearest_x2(x))
