@@ -135,13 +135,16 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     if not parity_dir.is_dir():
         raise UserError(f"no images for the parity check: {parity_dir} not found "
                         "(--parity-dir DIR)")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     for f in formats:
         _need(NEEDS[f])
     _need(("torch", "safetensors"))
     return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
                 int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
                 input_size=input_size, calib=calib, eval_dir=eval_dir, parity_dir=parity_dir,
-                out=Path(args.out).expanduser())
+                out=out)
 
 
 def artifact_name(name: str, fmt: str, precision: str, input_size: tuple[int, int] | None,

@@ -56,6 +56,13 @@ def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, caps
     assert not out.exists()
 
 
+def test_out_must_be_a_folder(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    assert rdsrn_export(["--out", str(target)], monkeypatch) == 2
+    assert "is not a folder" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
 def test_unreadable_weights(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors at all")
