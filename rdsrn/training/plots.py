@@ -12,7 +12,7 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
     if not log_path.is_file():
         return
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    keys = ["iteration", "loss", "lr", "it_per_s", "elapsed_s", "val_psnr", "val_ssim"]
+    keys = ["iteration", "loss", "lr", "it_per_s", "elapsed_s", "val_psnr", "val_ssim", "val_psnr_raw"]
     csv_tmp = png_path.with_suffix(".csv.tmp")
     with open(csv_tmp, "w") as f:
         f.write(",".join(keys) + "\n")
@@ -31,7 +31,11 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
         axes[0].plot([r["iteration"] for r in train], [r["loss"] for r in train])
         axes[1].plot([r["iteration"] for r in train], [r["lr"] for r in train])
     if val:
-        axes[2].plot([r["iteration"] for r in val], [r["val_psnr"] for r in val], "o-")
+        axes[2].plot([r["iteration"] for r in val], [r["val_psnr"] for r in val], "o-", label="EMA")
+        raw = [r for r in val if "val_psnr_raw" in r]
+        if raw:
+            axes[2].plot([r["iteration"] for r in raw], [r["val_psnr_raw"] for r in raw], "s--", label="raw")
+        axes[2].legend()
     for ax, title in zip(axes, ["L1 loss", "learning rate", "validation Y-PSNR (dB)"]):
         ax.set_title(title)
         ax.set_xlabel("iteration")

@@ -304,8 +304,8 @@ class Trainer:
         self.stop_requested = True
         self.log_text(f"signal {signum}: saving a checkpoint and stopping")
 
-    def validate(self) -> tuple[float, float]:
-        model = self.ema.model if self.ema else self.model
+    def validate(self, use_ema: bool = True) -> tuple[float, float]:
+        model = self.ema.model if (self.ema and use_ema) else self.model
         model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         psnr, ssim = self.validator(model)
         self.model.train()
@@ -401,15 +401,30 @@ class Trainer:
         return result
 
     def _validate_and_keep(self) -> None:
-        psnr, ssim = self.validate()
-        self.log_row({"iteration": self.iteration, "val_psnr": psnr, "val_ssim": ssim})
+        """Validate the EMA and the raw weights; keep whichever is better as best.*.
+
+        On short schedules the EMA can lag behind the raw weights, so both are measured
+        and logged and the shipped candidate is the better of the two.
+        """
+        psnr, ssim = self.validate(use_ema=True)
+        row = {"iteration": self.iteration, "val_psnr": psnr, "val_ssim": ssim}
+        model, which = (self.ema.model if self.ema else self.model), "ema" if self.ema else "raw"
+        if self.ema:
+            raw_psnr, raw_ssim = self.validate(use_ema=False)
+            row.update(val_psnr_raw=raw_psnr, val_ssim_raw=raw_ssim)
+            if raw_psnr > psnr:
+                psnr, ssim, model, which = raw_psnr, raw_ssim, self.model, "raw"
+        self.log_row(row)
         self.log_text(f"iter {self.iteration}: val {Path(self.cfg.val_dir).name} x{self.scale} "
-                      f"PSNR {psnr:.3f} dB SSIM {ssim:.4f}")
-        model = self.ema.model if self.ema else self.model
-        save_weights(self.out / "last.safetensors", model, self.weights_meta(psnr, ssim))
+                      f"EMA {row['val_psnr']:.3f} dB" +
+                      (f", raw {row['val_psnr_raw']:.3f} dB" if self.ema else "") +
+                      f" (SSIM {ssim:.4f}, keeping {which})")
+        meta = self.weights_meta(psnr, ssim)
+        meta["val"]["weights"] = which
+        save_weights(self.out / "last.safetensors", model, meta)
         if psnr > self.best_psnr:
             self.best_psnr = psnr
-            save_weights(self.out / "best.safetensors", model, self.weights_meta(psnr, ssim))
+            save_weights(self.out / "best.safetensors", model, meta)
             self.save("best.pt")
         from .plots import plot_curves
 
