@@ -279,7 +279,9 @@ def cmd_memory(args: argparse.Namespace) -> None:
 
 def _raw_runner(up, img: np.ndarray):
     """The bare interpreter call on an already prepared tensor (what an app would do
-    with no runtime layer): returns a zero-argument callable."""
+    with no runtime layer), on the Upscaler's own session / interpreter so that both
+    sides run on the same instance. Call after one `up.upscale(img)` (which allocates
+    the interpreter for this shape). Returns a zero-argument callable."""
     b = up._backend
     x = (img.astype(np.float32) / 255.0)[None]
     t = b._to_model(x)
@@ -290,9 +292,7 @@ def _raw_runner(up, img: np.ndarray):
     if b._in_q is not None:
         from runtimes.backends import quantize
         t = quantize(t, *b._in_q, b._in_dtype)
-    interp.resize_tensor_input(b._in_index, list(t.shape), strict=False)
-    interp.allocate_tensors()
-    b._shape = None  # the layer's own run() must re-allocate for its shape
+    assert b._shape == t.shape, "upscale once first"
 
     def call():
         interp.set_tensor(b._in_index, t)
@@ -322,20 +322,23 @@ def cmd_overhead(args: argparse.Namespace) -> None:
             for w, h in sizes:
                 img = np.ascontiguousarray(src[:h, :w])
                 layer = Upscaler(model, tile=0, threads=args.threads)
-                raw_up = Upscaler(model, tile=0, threads=args.threads)  # separate session
-                raw = _raw_runner(raw_up, img)
+                layer.upscale(img)
+                raw = _raw_runner(layer, img)
                 tiled = Upscaler(model, threads=args.threads)
-                for fn in (raw, lambda: layer.upscale(img), lambda: tiled.upscale(img)):
-                    fn()  # warm-up (allocation, kernel selection)
-                t_raw, t_layer, t_tiled = [], [], []
-                for _ in range(args.reps):  # interleaved, so drift hits both alike
-                    t_raw += _time(raw, 1)
-                    t_layer += _time(lambda: layer.upscale(img), 1)
-                    t_tiled += _time(lambda: tiled.upscale(img), 1)
-                m_raw, m_layer, m_tiled = (statistics.median(t) for t in (t_raw, t_layer, t_tiled))
-                rows.append((model_label(layer), f"{w}x{h}", m_raw, m_layer,
-                             100 * (m_layer / m_raw - 1), tiled.tile, tiled.overlap, m_tiled,
-                             layer.threads))
+                fns = (raw, lambda: layer.upscale(img), lambda: tiled.upscale(img))
+                times: list[list[float]] = [[], [], []]
+                # Blocks of runs, blocks alternating: runtimes' worker threads spin for a
+                # while after a call, so the first run of a block is discarded.
+                for _ in range(args.rounds):
+                    for k, fn in enumerate(fns):
+                        fn()
+                        times[k] += _time(fn, args.reps)
+                t_raw, t_layer, t_tiled = times
+                b_raw, b_layer, b_tiled = (min(t) for t in (t_raw, t_layer, t_tiled))
+                m_raw, m_layer = statistics.median(t_raw), statistics.median(t_layer)
+                rows.append((model_label(layer), f"{w}x{h}", b_raw, b_layer,
+                             100 * (b_layer / b_raw - 1), 100 * (m_layer / m_raw - 1),
+                             tiled.tile, tiled.overlap, b_tiled, layer.threads))
                 print(rows[-1], flush=True)
     lines = [
         "# Runtime-layer overhead vs the bare interpreter call",
@@ -344,21 +347,24 @@ def cmd_overhead(args: argparse.Namespace) -> None:
         "LiteRT `set_tensor` + `invoke` + `get_tensor`). `Upscaler`: "
         "`Upscaler(model, tile=0).upscale(uint8 RGB image)` on the same image, i.e. raw "
         "plus uint8 -> float, layout change, (de)quantization, clamp, rounding and the "
-        "output copy. Median of interleaved runs after one warm-up; training paused. "
+        "output copy; both on the same session / interpreter. Times are the best of "
+        "alternating blocks of runs (first run of each block discarded), robust to other "
+        "jobs on the machine; the median-based overhead is shown too. Training paused. "
         "Target: overhead <= 5 %. The last columns are the default tiled path on the "
         "same image (informational: tiles recompute their overlaps).",
         "",
-        "| model | input (LR) | threads | raw ms | Upscaler ms | overhead % | "
-        "default tile/overlap | tiled ms |",
-        "|---|---|---:|---:|---:|---:|---|---:|",
+        "| model | input (LR) | threads | raw ms | Upscaler ms | overhead % (best) | "
+        "overhead % (median) | default tile/overlap | tiled ms |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for label, size, m_raw, m_layer, ovh, tile, ov, m_tiled, thr in rows:
-        lines.append(f"| {label} | {size} | {thr} | {1000 * m_raw:.1f} | "
-                     f"{1000 * m_layer:.1f} | {ovh:+.1f} | {tile}/{ov} | {1000 * m_tiled:.1f} |")
+    for label, size, b_raw, b_layer, ovh, ovh_med, tile, ov, b_tiled, thr in rows:
+        lines.append(f"| {label} | {size} | {thr} | {1000 * b_raw:.1f} | "
+                     f"{1000 * b_layer:.1f} | {ovh:+.1f} | {ovh_med:+.1f} | {tile}/{ov} | "
+                     f"{1000 * b_tiled:.1f} |")
     if args.note:
         lines += ["", args.note]
     lines += ["", f"Command: `python -m benchmarks.runtime_layer overhead {' '.join(sys.argv[2:])}`",
-              f"Repetitions: {args.reps}. Machine: {machine()}.", ""]
+              f"Runs: {args.rounds} rounds x {args.reps} per side. Machine: {machine()}.", ""]
     out = RESULTS / args.out
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
@@ -396,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--model", nargs="+", required=True)
     o.add_argument("--size", nargs="+", default=["128x128", "320x180"])
     o.add_argument("--threads", type=int)
-    o.add_argument("--reps", type=int, default=7)
+    o.add_argument("--reps", type=int, default=3, help="timed runs per block")
+    o.add_argument("--rounds", type=int, default=3, help="blocks per side")
     o.add_argument("--out", default="runtime_overhead.md")
     o.add_argument("--note", default="", help="a line of context for the report")
     args = p.parse_args(argv)

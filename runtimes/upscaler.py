@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import load_backend
 from .errors import UserError
-from .tiling import pad_to, run_tiled
+from .tiling import balanced_tile, pad_to, run_tiled
 
 # Defaults chosen by measurement (benchmarks/results/runtime_tiling.md): tiled output
 # stays >= 45 dB PSNR from whole-image output on Set5 and BSD68 with these.
@@ -36,9 +36,10 @@ class Upscaler:
             layout, fixed or dynamic input size, value range, precision, I/O dtype.
         backend: "auto" (by file content), "onnxruntime" or "litert".
         threads: CPU threads for the runtime (default: all available cores).
-        tile: largest LR tile side in pixels (default DEFAULT_TILE); 0 runs the whole
-            image in one pass (dynamic-size models only). A model with a fixed input
-            size always uses its own size.
+        tile: largest LR tile side in pixels (default DEFAULT_TILE); tiles are shrunk
+            to the smallest size that needs no more tiles. 0 runs the whole image in one
+            pass (dynamic-size models only). A model with a fixed input size always uses
+            its own size.
         overlap: LR pixels shared by neighbouring tiles (default DEFAULT_OVERLAP).
 
     Attributes: scale, precision, layout, format, io_dtype, input_size ((h, w) or None
@@ -148,8 +149,9 @@ class Upscaler:
             tile = self.input_size
         elif self.tile == 0:
             tile = (ph, pw)
-        else:
-            tile = (self.tile, self.tile)
+        else:  # dynamic size: no more work than the tile count requires
+            tile = (max(self.min_input, balanced_tile(ph, self.tile, self.overlap)),
+                    max(self.min_input, balanced_tile(pw, self.tile, self.overlap)))
         out = np.empty((h * s, w * s, image.shape[2]), dtype=image.dtype)
         inv = np.float32(1.0 / maxval)
 

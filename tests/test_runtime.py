@@ -16,7 +16,7 @@ import pytest
 from runtimes import Upscaler
 from runtimes.backends import dequantize, quantize
 from runtimes.errors import MissingExtraError, UserError
-from runtimes.tiling import pad_to, ramp_weights, run_tiled, tile_starts
+from runtimes.tiling import balanced_tile, pad_to, ramp_weights, run_tiled, tile_starts
 from runtimes.upscaler import DEFAULT_OVERLAP, DEFAULT_TILE
 
 from test_runtime_artifacts import (  # noqa: F401 (fixtures)
@@ -131,6 +131,18 @@ def test_tile_starts_and_weights_partition_of_unity() -> None:
                 assert w.min() > 0
                 total[s * scale:(s + t) * scale] += w
             np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_balanced_tile() -> None:
+    assert balanced_tile(320, 192, 16) == 168
+    assert balanced_tile(100, 192, 16) == 100
+    assert balanced_tile(2 * 192 - 16, 192, 16) == 192
+    for length in range(1, 700, 7):
+        t = balanced_tile(length, 192, 16)
+        starts = tile_starts(length, t, 16)
+        assert t <= 192 and starts[-1] + t == length
+        assert len(starts) == len(tile_starts(length, 192, 16))  # no extra tiles
+        assert all(b - a <= t - 16 for a, b in zip(starts, starts[1:]))
 
 
 def test_run_tiled_exact_for_a_local_operator() -> None:
