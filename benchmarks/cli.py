@@ -259,9 +259,7 @@ def make_doc(args: argparse.Namespace, machine: dict[str, Any], rows: list[dict[
                  "weights for that architecture/configuration).")
     return {
         "name": args.name or args.suite or "bench",
-        "command": "rdsrn bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 1 and sys.argv[1] == "bench" else
-        " ".join(shlex.quote(a) for a in sys.argv),
+        "command": "rdsrn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv[1:]),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "target": args.target,
         "machine": machine,

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by reports
     debug = args.debug or os.environ.get("RDSRN_DEBUG") == "1"
     try:
         return int(args._module.run(args) or 0)
