@@ -23,8 +23,8 @@ import numpy as np
 from .calibration import CalibrationSet
 from .common import ExportResult, StepLog, atomic_write_bytes, human_size
 from .metadata import build_metadata, embed_onnx
-from .parity import (DEFAULT_MAX_DROP, compare, delta_psnr, gate_fp32, gate_int8,
-                     onnx_runner, tiled, torch_runner)
+from .parity import (DEFAULT_MAX_DROP, compare, gate_fp32, measure_int8_drop,
+                     onnx_runner, torch_runner)
 from .source import ModelSource
 
 OPSET = 17
@@ -294,16 +294,9 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
         with steps.step("parity vs PyTorch (real-image crops)") as s:
             parity = compare(run, ref, parity_inputs)
             s["note"] = f"PSNR vs torch {parity['psnr_vs_torch']} dB"
-        if eval_dir is None:
-            raise ValueError("int8 export needs an evaluation folder (Set5)")
-        with steps.step(f"ΔPSNR on {Path(eval_dir).name} vs FP32") as s:
-            r_run, r_ref = (run, ref) if input_size is None else \
-                (tiled(run, input_size), tiled(ref, input_size))
-            eval_info = delta_psnr(r_run, r_ref, eval_dir, int(model.config["scale"]))
-            delta = eval_info["delta_psnr"]
-            s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
-                         f"Δ {delta:.3f} dB")
-        gate_int8(eval_info, max_drop, str(out_path))
+        eval_info = measure_int8_drop(steps, run, ref, eval_dir, input_size,
+                                      int(model.config["scale"]), max_drop, str(out_path))
+        delta = eval_info["delta_psnr"]
 
     meta = build_metadata(src, fmt="onnx", precision=precision, io_dtype="float32",
                           input_size=input_size, quantization=quant, parity=parity,

@@ -223,3 +223,20 @@ def gate_int8(result: dict[str, Any], max_drop: float, what: str) -> None:
                         f"{result['psnr']:.2f} dB vs FP32 {result['psnr_fp32']:.2f} dB, "
                         f"drop {result['delta_psnr']:.3f} dB > --max-drop {max_drop:g}; "
                         "no file written")
+
+
+def measure_int8_drop(steps: Any, run: Runner, ref: Runner, eval_dir: str | Path | None,
+                      input_size: tuple[int, int] | None, scale: int, max_drop: float,
+                      what: str) -> dict[str, Any]:
+    """The INT8 step of every exporter: ΔPSNR (Y, `eval_dir`) of `run` vs the FP32 `ref`,
+    logged as one step and gated by `max_drop` dB. Fixed-size models run tiled."""
+    if eval_dir is None:
+        raise ValueError("int8 export needs an evaluation folder (Set5)")
+    with steps.step(f"ΔPSNR on {Path(eval_dir).name} vs FP32") as s:
+        r_run, r_ref = (run, ref) if input_size is None else \
+            (tiled(run, input_size), tiled(ref, input_size))
+        eval_info = delta_psnr(r_run, r_ref, eval_dir, scale)
+        s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
+                     f"Δ {eval_info['delta_psnr']:.3f} dB")
+    gate_int8(eval_info, max_drop, what)
+    return eval_info

@@ -24,8 +24,8 @@ import numpy as np
 from .calibration import CalibrationSet
 from .common import ExportResult, StepLog, atomic_write_bytes, human_size
 from .metadata import build_metadata, embed_tflite
-from .parity import (DEFAULT_MAX_DROP, compare, delta_psnr, gate_fp16, gate_fp32,
-                     gate_int8, tflite_runner, tiled, torch_runner)
+from .parity import (DEFAULT_MAX_DROP, compare, gate_fp16, gate_fp32,
+                     measure_int8_drop, tflite_runner, torch_runner)
 from .source import ModelSource
 
 INT8_IO = ("uint8", "int8")
@@ -155,16 +155,9 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         quant = {"method": "float16 weights (TFLiteConverter)", "activations": "float32"}
     elif precision == "int8":
         assert calib is not None
-        if eval_dir is None:
-            raise ValueError("int8 export needs an evaluation folder (Set5)")
-        with steps.step(f"ΔPSNR on {Path(eval_dir).name} vs FP32") as s:
-            r_run, r_ref = (run, ref) if input_size is None else \
-                (tiled(run, input_size), tiled(ref, input_size))
-            eval_info = delta_psnr(r_run, r_ref, eval_dir, int(model.config["scale"]))
-            delta = eval_info["delta_psnr"]
-            s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
-                         f"Δ {delta:.3f} dB")
-        gate_int8(eval_info, max_drop, str(out_path))
+        eval_info = measure_int8_drop(steps, run, ref, eval_dir, input_size,
+                                      int(model.config["scale"]), max_drop, str(out_path))
+        delta = eval_info["delta_psnr"]
         quant = {"method": "TFLiteConverter full-integer post-training quantization, "
                            "min/max calibration",
                  "weights": "int8 symmetric, per output channel",

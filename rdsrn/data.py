@@ -115,10 +115,18 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix.lower() or ".png", data)
     if not ok:
         raise UserError(f"{path}: cannot encode image as {path.suffix or '(no suffix)'}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: a temporary file in the same folder, renamed
+    over `path`, with the normal (umask) permissions; nothing is left on failure."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                               dir=path.parent if str(path.parent) else ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give normal permissions
         os.replace(tmp, path)
     except BaseException:
