@@ -157,3 +157,28 @@ def test_ddp_two_gloo_processes_keep_replicas_identical(tiny_data: Path, tmp_pat
     assert _states_equal(r0, r1)
     ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 3 and _states_equal(ckpt["model"], r0)
+
+
+def test_time_budget_stop_still_validates_final_weights(tiny_data: Path, tmp_path: Path) -> None:
+    """A run ended by max_minutes must score (and possibly keep) its last weights."""
+    import json
+
+    cfg = tiny_cfg(tiny_data, tmp_path / "run", iterations="1000", val_every="500",
+                   val_dir=str(tiny_data), max_minutes="0.000001")
+    result = Trainer(cfg, progress=False).fit()
+    assert 1 <= result["iteration"] < 1000
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    val_rows = [r for r in rows if "val_psnr" in r]
+    assert [r["iteration"] for r in val_rows] == [result["iteration"]]
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_uint8_batches_match_float_batches(tiny_data: Path, tmp_path: Path) -> None:
+    from rdsrn.training.data import PatchSampler
+
+    a = PatchSampler([str(tiny_data)], 4, 8, str(tmp_path / "c"), seed=3, progress=False)
+    b = PatchSampler([str(tiny_data)], 4, 8, str(tmp_path / "c"), seed=3, progress=False)
+    lr_f, hr_f = a.sample(4)
+    lr_u, hr_u = b.sample_uint8(4)
+    assert lr_u.dtype == torch.uint8 and hr_u.shape == (4, 3, 32, 32)
+    assert torch.equal(lr_f, lr_u.float() / 255) and torch.equal(hr_f, hr_u.float() / 255)

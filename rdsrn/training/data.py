@@ -87,6 +87,12 @@ class PatchSampler:
         return len(self.hr)
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float batches in [0, 1]: LR (B, 3, p, p), HR (B, 3, p*s, p*s)."""
+        lr, hr = self.sample_uint8(batch)
+        return lr.float().div_(255.0), hr.float().div_(255.0)
+
+    def sample_uint8(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same batches as `sample`, as uint8 0..255 NCHW views (cheap to move to a GPU)."""
         p, s = self.patch, self.scale
         lrs = np.empty((batch, p, p, 3), np.uint8)
         hrs = np.empty((batch, p * s, p * s, 3), np.uint8)
@@ -103,5 +109,4 @@ class PatchSampler:
                     lr_patch, hr_patch = lr_patch[:, ::-1], hr_patch[:, ::-1]
                 lr_patch, hr_patch = np.rot90(lr_patch, rot), np.rot90(hr_patch, rot)
             lrs[i], hrs[i] = lr_patch, hr_patch
-        to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)
-        return to_t(lrs), to_t(hrs)
+        return torch.from_numpy(lrs).permute(0, 3, 1, 2), torch.from_numpy(hrs).permute(0, 3, 1, 2)

@@ -1,5 +1,5 @@
 """The training loop: L1 loss, Adam, warm-up + cosine/multistep schedule, gradient
-clipping, EMA weights, bf16 autocast + channels_last on capable CPUs (AMP on CUDA),
+clipping, EMA weights, bf16 autocast + channels_last on capable CPUs (bf16, or fp16 AMP, on CUDA),
 optional DistributedDataParallel under torchrun, validation on Set5, atomic
 checkpoints with exact resume, and SIGINT/SIGTERM handling.
 """
@@ -41,11 +41,15 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(precision, reason): 'bf16' or 'fp32' on CPU, 'amp' or 'fp32' on CUDA."""
+    """(precision, reason): 'bf16' or 'fp32' on CPU; 'bf16', 'amp' (fp16 + loss scaling) or
+    'fp32' on CUDA."""
     if requested == "fp32":
         return "fp32", "forced by config/--precision"
     if device.type == "cuda":
-        return "amp", "CUDA present: automatic mixed precision"
+        # bf16 needs no loss scaler, so no per-step host sync on the inf check.
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "CUDA GPU supports bf16: bf16 autocast"
+        return "amp", "CUDA GPU without bf16: fp16 autocast + GradScaler"
     if requested == "bf16":
         return "bf16", "forced by config/--precision"
     if cpu_has_fast_bf16():
@@ -140,8 +144,9 @@ class Validator:
         model.eval()
         psnrs, ssims = [], []
         for lr, hr in self.pairs:
-            x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255)
-            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().numpy()
+            device = next(model.parameters()).device
+            x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
             psnrs.append(calc_psnr(y, hr, crop_border=self.scale, test_y_channel=True))
             ssims.append(calc_ssim(y, hr, crop_border=self.scale, test_y_channel=True))
         return float(np.mean(psnrs)), float(np.mean(ssims))
@@ -176,6 +181,8 @@ class Trainer:
         if dev == "cuda" and self.world > 1:
             dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         self.device = torch.device(dev)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: pick the fastest kernels once
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.precision, self.precision_reason = choose_precision(cfg.precision, self.device)
@@ -311,9 +318,12 @@ class Trainer:
         self.model.train()
         return psnr, ssim
 
-    def train_step(self) -> float:
-        lr, hr = self.sampler.sample(self.cfg.batch_size)
-        lr, hr = lr.to(self.device), hr.to(self.device)
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the detached loss (a device tensor: no host sync)."""
+        # uint8 crosses to the device (4x fewer bytes than float) and is scaled there.
+        lr, hr = self.sampler.sample_uint8(self.cfg.batch_size)
+        lr = lr.to(self.device, non_blocking=True).float().div_(255.0)
+        hr = hr.to(self.device, non_blocking=True).float().div_(255.0)
         if self.cfg.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
@@ -339,7 +349,7 @@ class Trainer:
         self.scheduler.step()
         if self.ema:
             self.ema.update(self.model, self.iteration)
-        return float(loss.detach())
+        return loss.detach()
 
     def fit(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to cfg.iterations, or stop (with a checkpoint) at iteration `stop_at`."""
@@ -359,6 +369,7 @@ class Trainer:
         session_start = time.perf_counter()
         t_last, it_last, losses = time.perf_counter(), self.iteration, []
         result: dict[str, Any] = {}
+        time_up = False
         try:
             end = min(cfg.iterations, stop_at or cfg.iterations)
             while self.iteration < end and not self.stop_requested:
@@ -368,10 +379,12 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t0
                 if bar:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if self.iteration % cfg.log_every == 0:
                     now = time.perf_counter()
-                    self.log_row({"iteration": self.iteration, "loss": float(np.mean(losses)),
+                    mean_loss = float(torch.stack(losses).mean())
+                    if bar:
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    self.log_row({"iteration": self.iteration, "loss": mean_loss,
                                   "lr": self.scheduler.get_last_lr()[0],
                                   "it_per_s": (self.iteration - it_last) / (now - t_last),
                                   "elapsed_s": round(self.elapsed, 1)})
@@ -382,9 +395,12 @@ class Trainer:
                     self.save()
                 if cfg.max_minutes and time.perf_counter() - session_start > cfg.max_minutes * 60:
                     self.log_text(f"max_minutes={cfg.max_minutes} reached")
+                    time_up = True
                     break
             self.save()
-            if self.validator and self.iteration >= cfg.iterations and self.iteration % cfg.val_every:
+            # The final weights are always a candidate, also when the time budget ended the run.
+            finished = self.iteration >= cfg.iterations or time_up
+            if self.validator and finished and self.iteration % cfg.val_every:
                 self._validate_and_keep()
             result = {"iteration": self.iteration, "best_psnr": self.best_psnr,
                       "stopped": self.stop_requested}
