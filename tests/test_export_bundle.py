@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from export.bundle import BUNDLED, OUT_DIR  # noqa: E402
+from export.bundle import BUNDLES, OUT_DIR  # noqa: E402
 from export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
 from rdsrn.weights import file_sha256, weights_path  # noqa: E402
@@ -26,8 +26,11 @@ pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(),
                                 reason="no shipped rdsrn_x4 weights yet")
 
 
-def _path(fmt: str, precision: str):
-    return OUT_DIR / f"rdsrn_x4_{precision}{FORMATS[fmt].suffix}"
+def _path(fmt: str, precision: str, model: str = "rdsrn_x4"):
+    return OUT_DIR / f"{model}_{precision}{FORMATS[fmt].suffix}"
+
+
+ALL_BUNDLED = [(m, f, p) for m, pairs in BUNDLES.items() for f, p in pairs]
 
 
 def _meta(path) -> dict:
@@ -50,15 +53,18 @@ def shipped():
     return load_source("rdsrn_x4")
 
 
-@pytest.mark.parametrize("fmt, precision", BUNDLED)
-def test_bundled_artifact_is_from_shipped_weights(fmt, precision):
-    path = _path(fmt, precision)
-    assert path.is_file(), f"{path} missing: run `python -m export.bundle`"
+@pytest.mark.parametrize("model, fmt, precision", ALL_BUNDLED)
+def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
+    weights = weights_path(model)
+    if not weights.is_file():
+        pytest.skip(f"no shipped {model} weights")
+    path = _path(fmt, precision, model)
+    assert path.is_file(), f"{path} missing: run `python -m export.bundle --model {model}`"
     meta = _meta(path)
-    assert meta["weights_sha256"] == file_sha256(WEIGHTS), \
-        f"{path} is stale (other weights): run `python -m export.bundle`"
+    assert meta["weights_sha256"] == file_sha256(weights), \
+        f"{path} is stale (other weights): run `python -m export.bundle --model {model}`"
     assert meta["precision"] == precision and meta["format"] == fmt
-    assert meta["input_size"] == "dynamic" and meta["scale"] == 4
+    assert meta["input_size"] == "dynamic" and meta["scale"] == int(model[-1])
     if precision == "fp32":
         assert meta["parity"]["max_abs_diff"] <= FP32_MAX_ABS_DIFF
     else:

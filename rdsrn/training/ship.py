@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_SETS = ("Set5", "Set14", "BSD68")
 
 
-def ship(run: Path, name: str, which: str, data: Path, command: str) -> dict:
+def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on: str = "") -> dict:
     src = run / f"{which}.safetensors"
     meta = read_metadata(src)
     model = create_model(meta["model"], **meta["config"])
@@ -35,6 +35,9 @@ def ship(run: Path, name: str, which: str, data: Path, command: str) -> dict:
         print(f"{name} {ds} x{model.scale}: PSNR {r['psnr']:.3f} dB  SSIM {r['ssim']:.4f}", flush=True)
     meta["eval"] = {"protocol": "Y channel BT.601, crop=scale, MATLAB bicubic LR", **results}
     meta["recipe"]["command"] = command
+    if trained_on:  # the run's last session (e.g. a CPU re-validation) may not be where it trained
+        meta["recipe"]["machine"] = {"trained_on": trained_on,
+                                     "last_session": meta["recipe"].get("machine")}
     dst = weights_path(name)
     save_weights(dst, model, meta)
     out = REPO / "benchmarks" / "results" / "weights"
@@ -53,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--command", default="", help="the training command, recorded in metadata")
+    p.add_argument("--trained-on", default="",
+                   help="where the training ran, when not the machine of the run's last session")
     args = p.parse_args(argv)
-    ship(Path(args.run), args.name, args.weights, Path(args.data), args.command)
+    ship(Path(args.run), args.name, args.weights, Path(args.data), args.command, args.trained_on)
     return 0
 
 
