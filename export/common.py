@@ -6,7 +6,6 @@ Torch/TF-free, so the CLI can import it at start-up.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,18 +79,11 @@ class StepLog:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically (temp file + rename), creating the folder."""
+    from rdsrn.data import write_bytes_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, data)
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:

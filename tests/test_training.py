@@ -182,3 +182,18 @@ def test_uint8_batches_match_float_batches(tiny_data: Path, tmp_path: Path) -> N
     lr_u, hr_u = b.sample_uint8(4)
     assert lr_u.dtype == torch.uint8 and hr_u.shape == (4, 3, 32, 32)
     assert torch.equal(lr_f, lr_u.float() / 255) and torch.equal(hr_f, hr_u.float() / 255)
+
+
+def test_saved_weights_get_normal_permissions(tmp_path: Path) -> None:
+    """Weights are written atomically but not left 0600 (the temp file's mode)."""
+    from rdsrn.models import create_model
+    from rdsrn.weights import save_weights
+
+    mask = os.umask(0o022)
+    try:
+        save_weights(tmp_path / "w.safetensors", create_model("rdsrn_x4", channels=16,
+                                                              hr_channels=8, wide=2), {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob("*.tmp"))

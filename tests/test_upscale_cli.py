@@ -163,3 +163,16 @@ def test_rdsrn_cli_dispatches_upscale(tmp_path: Path, onnx_x4: Path) -> None:
     src = _write(tmp_path / "a.png", np.full((4, 4, 3), 9, np.uint8))
     assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--model", str(onnx_x4)]) == 0
     assert main(["upscale", str(src), "-o", str(tmp_path / "o"), "--model", str(onnx_x4)]) == 2
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_scale_picks_the_bundled_model_of_that_scale(tmp_path: Path, scale: int) -> None:
+    """`rdsrn upscale --scale N` with no --model uses the real bundled xN file."""
+    from runtimes.bundled import default_model_path
+
+    path = default_model_path(scale)
+    assert path.name.startswith(f"rdsrn_x{scale}_")
+    src = _write(tmp_path / "a.png", np.full((5, 7, 3), 90, np.uint8))
+    assert upscale_main([str(src), "-o", str(tmp_path / "o"), "--scale", str(scale)]) == 0
+    out = next((tmp_path / "o").iterdir())
+    assert cv2.imread(str(out)).shape == (5 * scale, 7 * scale, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> No
     tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    from ..data import _umask
+
+    os.chmod(tmp, 0o666 & ~_umask())  # the safetensors writer creates 0600 files
     tmp.replace(path)
 
 
