@@ -248,10 +248,21 @@ class ArtifactError(Exception):
     """No artifact for this case (one-line reason)."""
 
 
+def _exporter_fingerprint() -> str:
+    """Hash of the exporter's and model's source: a changed exporter never reuses an
+    artifact cached by an older one."""
+    h = hashlib.sha256()
+    for folder in (REPO / "export", REPO / "rdsrn" / "models"):
+        for f in sorted(folder.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _cache_key(case: Case, weights: str | None, opts: Options) -> str:
     ident = json.dumps([case.model, case.overrides, case.format, case.precision,
-                        weights and Path(weights).stat().st_mtime_ns, weights, opts.seed],
-                       sort_keys=True)
+                        weights and Path(weights).stat().st_mtime_ns, weights, opts.seed,
+                        _exporter_fingerprint()], sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 

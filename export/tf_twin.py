@@ -56,6 +56,15 @@ class _Conv(tf.Module):
         return tf.nn.bias_add(y, self.b)
 
 
+def _split2(x: tf.Tensor, a: int, b: int) -> list[tf.Tensor]:
+    """Channel split into (a, b). Equal halves (every split at CSR 0.5) become TFLite SPLIT,
+    which XNNPACK delegates; unequal sizes need SPLIT_V, which it does not, and each
+    undelegated op cuts the delegated graph into more partitions."""
+    if a == b:
+        return tf.split(x, 2, axis=-1)
+    return tf.split(x, [a, b], axis=-1)
+
+
 def _lrelu(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.leaky_relu(x, alpha=LRELU_SLOPE)
 
@@ -108,9 +117,9 @@ class TFRDSRN(tf.Module):
     def _unit(self, prefix: str, x: tf.Tensor) -> tf.Tensor:
         d, r, dw, rw = self.splits
         y1 = _lrelu(self.rb[f"{prefix}.conv1"](x))
-        d1, r1 = tf.split(y1, [d, r], axis=-1)
+        d1, r1 = _split2(y1, d, r)
         y2 = _lrelu(self.rb[f"{prefix}.conv2"](r1))
-        d2, r2 = tf.split(y2, [dw, rw], axis=-1)
+        d2, r2 = _split2(y2, dw, rw)
         d3 = _lrelu(self.rb[f"{prefix}.conv3"](r2))
         return self.rb[f"{prefix}.fuse"](tf.concat([d1, d2, d3], axis=-1)) + x
 

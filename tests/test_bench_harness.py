@@ -236,3 +236,14 @@ def test_cli_artifact_with_profile(tmp_path, tiny_tflite):
     assert row["status"] == "ok" and row["format"] == "tflite" and row["delegation"]
     prof = json.loads((out / "p_profile.json").read_text())
     assert prof[0]["by_type"] and "| op type |" in (out / "p_profile.md").read_text()
+
+
+def test_artifact_cache_key_follows_the_exporter_source(monkeypatch) -> None:
+    """A changed exporter must not reuse artifacts cached by an older one."""
+    from benchmarks import harness
+
+    case = Case("rdsrn_x4", "tflite", "int8", 2, (45, 80))
+    before = harness._cache_key(case, None, Options())
+    assert harness._cache_key(case, None, Options()) == before
+    monkeypatch.setattr(harness, "_exporter_fingerprint", lambda: "other exporter")
+    assert harness._cache_key(case, None, Options()) != before

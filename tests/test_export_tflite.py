@@ -69,6 +69,8 @@ def test_tflite_fp32_structure(fp32_export):
     info = inspect(data)
     assert info["ops"]["DEPTH_TO_SPACE"] == 1
     assert "TRANSPOSE" not in info["ops"]
+    # CSR 0.5 splits channels in equal halves: SPLIT (XNNPACK-delegated), never SPLIT_V.
+    assert info["ops"].get("SPLIT", 0) > 0 and "SPLIT_V" not in info["ops"]
     assert info["input"]["shape_signature"] == [1, -1, -1, 3]
     assert info["input"]["dtype"] == info["output"]["dtype"] == "float32"
     # Weights stored once although the recursive block runs R = 3 times.
