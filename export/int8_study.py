@@ -84,7 +84,7 @@ def build(src: Any, fmt: str, opts: dict[str, Any], calib_dir: Path,
     from .tf_twin import twin_from_torch
     from .tflite_export import convert
 
-    data = convert(twin_from_torch(src.model), "int8", calib=calib,
+    data = convert(twin_from_torch(src.model, fused_clamp=True), "int8", calib=calib,
                    int8_io=opts.get("io", "uint8"))
     return data, tflite_runner(data)
 

@@ -77,14 +77,20 @@ class TFRDSRN(tf.Module):
         config: `RDSRN.config` (scale, recursions, csr, channels, hr_channels, wide,
             in_channels).
         clamp: clamp the output to [0, 1] inside the graph.
+        fused_clamp: write the clamp as 0.5 * clip(2z - 1, -1, 1) + 0.5 with the factor 2 and
+            the -1 folded into the reconstruction conv — the same function, but TFLite fuses
+            clip(-1, 1) into the conv (RELU_N1_TO_1) and XNNPACK runs the MUL/ADD, where the
+            plain clip(0, 1) becomes RELU + MINIMUM that its INT8 path leaves to slow
+            reference kernels (11 ms at 1280x720 here). Used for INT8.
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], config: Mapping[str, Any],
-                 clamp: bool = True) -> None:
+                 clamp: bool = True, fused_clamp: bool = False) -> None:
         super().__init__(name="rdsrn")
         self.scale = int(config["scale"])
         self.recursions = int(config["recursions"])
         self.clamp = clamp
+        self.fused_clamp = clamp and fused_clamp
         channels, csr, wide = int(config["channels"]), float(config["csr"]), int(config["wide"])
         d, r = split_channels(channels, csr)
         dw, rw = split_channels(channels * wide, csr)
@@ -113,6 +119,9 @@ class TFRDSRN(tf.Module):
         self.upconv = conv("upconv", crd_to_dcr(n_up, self.scale))
         self.hfrrb = [conv(f"hfrrb.convs.{i}") for i in range(4)]
         self.recon = conv("recon")
+        if self.fused_clamp:
+            w, b = state["recon.weight"], state["recon.bias"]
+            self.recon2 = _Conv(2.0 * w, 2.0 * b - 1.0, "recon2")
 
     def _unit(self, prefix: str, x: tf.Tensor) -> tf.Tensor:
         d, r, dw, rw = self.splits
@@ -156,6 +165,8 @@ class TFRDSRN(tf.Module):
             y = c(y)
             if i < len(self.hfrrb) - 1:
                 y = _lrelu(y)
+        if self.fused_clamp:
+            return 0.5 * tf.clip_by_value(self.recon2(hr + y), -1.0, 1.0) + 0.5
         out = self.recon(hr + y)
         if self.clamp:
             out = tf.clip_by_value(out, 0.0, 1.0)
@@ -170,7 +181,7 @@ class TFRDSRN(tf.Module):
         return fn.get_concrete_function()
 
 
-def twin_from_torch(model: Any, clamp: bool = True) -> TFRDSRN:
+def twin_from_torch(model: Any, clamp: bool = True, fused_clamp: bool = False) -> TFRDSRN:
     """Build the TensorFlow twin of a PyTorch RDSRN (weights copied, model untouched)."""
     state = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
-    return TFRDSRN(state, model.config, clamp=clamp)
+    return TFRDSRN(state, model.config, clamp=clamp, fused_clamp=fused_clamp)

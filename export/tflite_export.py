@@ -126,7 +126,7 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
     model = src.model
 
     with steps.step("build TensorFlow twin") as s:
-        twin = twin_from_torch(model, clamp=True)
+        twin = twin_from_torch(model, clamp=True, fused_clamp=precision == "int8")
         s["note"] = f"{len(twin.variables)} variables (R={model.recursions} shares one set)"
     with steps.step("convert (TFLiteConverter"
                     + (f", {calib.info['patches']} calibration patches" if calib and

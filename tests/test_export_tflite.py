@@ -45,6 +45,22 @@ def test_twin_matches_torch(overrides):
     assert ref.std() > 1e-3
 
 
+def test_fused_clamp_is_the_same_function_as_clip():
+    """0.5 * clip(2z - 1, -1, 1) + 0.5 (INT8 graphs) == clip(z, 0, 1), over- and undershoot
+    included."""
+    from rdsrn.models import create_model
+
+    torch.manual_seed(5)
+    model = create_model("rdsrn_x4", channels=16, hr_channels=8, wide=2).eval()
+    with torch.no_grad():  # push outputs well outside [0, 1] so both clamp sides are hit
+        model.recon.bias.copy_(torch.tensor([-0.8, 0.5, 1.6]))
+    x = tf.constant(np.random.default_rng(2).random((1, 13, 17, 3), dtype=np.float32))
+    plain = twin_from_torch(model).forward(x).numpy()
+    fused = twin_from_torch(model, fused_clamp=True).forward(x).numpy()
+    assert (plain == 0).any() and (plain == 1).any()
+    assert np.abs(plain - fused).max() <= 1e-6
+
+
 def test_crd_to_dcr_makes_depth_to_space_exact():
     s, c = 3, 5
     x = np.random.default_rng(1).random((1, c * s * s, 4, 6), dtype=np.float32)
@@ -151,6 +167,8 @@ def test_tflite_int8_full_integer(tmp_path, data_dir, int8_setup, io):
     info = inspect(data)
     assert info["ops"]["DEPTH_TO_SPACE"] == 1 and info["ops"]["SQRT"] == 3
     assert "TRANSPOSE" not in info["ops"] and "DEQUANTIZE" not in info["ops"]
+    # The output clamp is fused into the reconstruction conv (no reference-kernel RELU/MINIMUM).
+    assert "RELU" not in info["ops"] and "MINIMUM" not in info["ops"]
     assert info["input"]["dtype"] == info["output"]["dtype"] == io
     assert info["input"]["shape_signature"] == [1, -1, -1, 3]
     if io == "uint8":
