@@ -13,6 +13,7 @@ the file, a timeout) becomes that row's status "error" with a one-line message.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -248,6 +249,7 @@ class ArtifactError(Exception):
     """No artifact for this case (one-line reason)."""
 
 
+@functools.lru_cache(maxsize=1)
 def _exporter_fingerprint() -> str:
     """Hash of the exporter's and model's source: a changed exporter never reuses an
     artifact cached by an older one."""

@@ -143,8 +143,8 @@ class Validator:
 
         model.eval()
         psnrs, ssims = [], []
+        device = next(model.parameters()).device
         for lr, hr in self.pairs:
-            device = next(model.parameters()).device
             x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
             y = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
             psnrs.append(calc_psnr(y, hr, crop_border=self.scale, test_y_channel=True))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +59,12 @@ def load_state(path: str | Path) -> tuple[dict, dict[str, Any]]:
 
 def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write model weights + metadata atomically (temp file + rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    from ..data import write_bytes_atomic
+
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    from ..data import _umask
-
-    os.chmod(tmp, 0o666 & ~_umask())  # the safetensors writer creates 0600 files
-    tmp.replace(path)
+    write_bytes_atomic(path, save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
 
 
 def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
