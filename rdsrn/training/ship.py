@@ -1,5 +1,6 @@
-"""Ship a trained run: evaluate its best weights (EMA or raw, whichever validated better) on Set5/Set14/BSD68 at the model's
-scale and write them, with the results in their metadata, to rdsrn/weights/<name>.safetensors.
+"""Ship a trained run: evaluate its best weights (EMA or raw, whichever validated better)
+on Set5/Set14/BSD68 at the model's scale and write them, with the results in their
+metadata, to rdsrn/weights/<name>.safetensors.
 
     python -m rdsrn.training.ship --run runs/rdsrn_x4 --name rdsrn_x4 [--weights best]
 
