@@ -118,10 +118,11 @@ class TFRDSRN(tf.Module):
         n_up = state["upconv.weight"].shape[0]
         self.upconv = conv("upconv", crd_to_dcr(n_up, self.scale))
         self.hfrrb = [conv(f"hfrrb.convs.{i}") for i in range(4)]
-        self.recon = conv("recon")
-        if self.fused_clamp:
+        if self.fused_clamp:  # recon computes 2z - 1 (see the class docstring)
             w, b = state["recon.weight"], state["recon.bias"]
-            self.recon2 = _Conv(2.0 * w, 2.0 * b - 1.0, "recon2")
+            self.recon = _Conv(2.0 * w, 2.0 * b - 1.0, "recon")
+        else:
+            self.recon = conv("recon")
 
     def _unit(self, prefix: str, x: tf.Tensor) -> tf.Tensor:
         d, r, dw, rw = self.splits
@@ -166,7 +167,7 @@ class TFRDSRN(tf.Module):
             if i < len(self.hfrrb) - 1:
                 y = _lrelu(y)
         if self.fused_clamp:
-            return 0.5 * tf.clip_by_value(self.recon2(hr + y), -1.0, 1.0) + 0.5
+            return 0.5 * tf.clip_by_value(self.recon(hr + y), -1.0, 1.0) + 0.5
         out = self.recon(hr + y)
         if self.clamp:
             out = tf.clip_by_value(out, 0.0, 1.0)
