@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _data_dirs(spec: str) -> list[Path]:
-    from export.common import data_dir
+    from rdsrn.export.common import data_dir
 
     out = []
     for item in _csv(spec):
@@ -156,7 +156,7 @@ def _artifact_cases(path: Path, threads: list[int], sizes: list[tuple[int, int]]
     fmt = "tflite" if path.suffix.lower() == ".tflite" else "onnx"
     meta: dict[str, Any] = {}
     try:
-        from runtimes.backends import detect_format, parse_metadata
+        from rdsrn.runtimes.backends import detect_format, parse_metadata
 
         fmt = detect_format(path)
         if fmt == "onnx":
@@ -165,7 +165,7 @@ def _artifact_cases(path: Path, threads: list[int], sizes: list[tuple[int, int]]
             proto = onnx.load(str(path), load_external_data=False)
             raw = {p.key: p.value for p in proto.metadata_props}.get("rdsrn")
         else:
-            from runtimes.backends import _read_tflite_meta
+            from rdsrn.runtimes.backends import _read_tflite_meta
 
             raw = _read_tflite_meta(path)
         meta = parse_metadata(raw, path, fmt)
@@ -290,7 +290,7 @@ def _profile_tflite_rows(rows: list[dict[str, Any]], opts: Any, out: Path, name:
             continue
         done.add(key)
         tmp = out / f".profile_{len(done)}.json"
-        argv = [opts.python, "-m", "benchmarks.tflite_profile", key[0], "--input",
+        argv = [opts.python, "-m", "rdsrn.benchmarks.tflite_profile", key[0], "--input",
                 r["input"], "--threads", str(key[1]), "--runs", str(max(3, opts.runs // 4)),
                 "--json", str(tmp)]
         with paused(opts.pause_pid_file, opts.log):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from . import device_bench as db
 
@@ -322,7 +322,7 @@ def _export_rdsrn(case: Case, opts: Options, weights: str | None, kind: str,
                 "--format", case.format, "--precision", case.precision,
                 "--out", str(outdir)]
         if case.precision == "int8":
-            from export.common import data_dir
+            from rdsrn.export.common import data_dir
 
             argv += ["--calib", str(data_dir() / "train")]
             if kind == "random":  # speed-only rows: the ΔPSNR gate is meaningless and a
@@ -413,7 +413,7 @@ def measure_argv(case: Case, artifact: Path | None, opts: Options,
     if opts.max_time is not None:
         common += ["--max-time", str(opts.max_time)]
     if case.format == "pytorch":
-        argv = [opts.python, "-m", "benchmarks.host_runners", "torch", "--model", case.model,
+        argv = [opts.python, "-m", "rdsrn.benchmarks.host_runners", "torch", "--model", case.model,
                 "--precision", case.precision, "--seed", str(opts.seed)] + common
         if case.overrides:
             argv += ["--overrides", json.dumps(case.overrides)]
@@ -421,7 +421,7 @@ def measure_argv(case: Case, artifact: Path | None, opts: Options,
             argv += ["--weights", weights]
         return argv
     if case.format == "upscaler":
-        return [opts.python, "-m", "benchmarks.host_runners", "upscaler", "--artifact",
+        return [opts.python, "-m", "rdsrn.benchmarks.host_runners", "upscaler", "--artifact",
                 str(artifact)] + common
     model = "bicubic" if case.format == "bicubic" else str(artifact)
     return [opts.python, str(DEVICE_BENCH), model, "--scale", str(case.scale),
@@ -510,7 +510,7 @@ def _upscale_fn(case: Case, artifact: Path | None, opts: Options, weights: str |
         if getattr(model, "pre_upscaled", False) or getattr(model, "in_channels", 3) != 3:
             return None
         return _torch_fn(model, case.precision)
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
 
     up = Upscaler(str(artifact), threads=case.threads, tile=0)
     return up.upscale

@@ -1,8 +1,8 @@
 """Host-only measurement runners, run in a fresh subprocess per row (clean peak RSS,
 and a crash in one runtime cannot take the other rows down):
 
-    python -m benchmarks.host_runners torch --model rdsrn_x4 --precision bf16 ...
-    python -m benchmarks.host_runners upscaler --artifact m.tflite ...
+    python -m rdsrn.benchmarks.host_runners torch --model rdsrn_x4 --precision bf16 ...
+    python -m rdsrn.benchmarks.host_runners upscaler --artifact m.tflite ...
 
 `torch`: PyTorch eager, fp32 or bf16 (weights and input cast to bfloat16), batch 1,
     torch.inference_mode; init = model construction + weights load.
@@ -68,7 +68,7 @@ def _torch_row(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _upscaler_row(args: argparse.Namespace) -> dict[str, Any]:
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
 
     t0 = time.perf_counter()
     up = Upscaler(args.artifact, threads=args.threads, tile=0)
@@ -89,7 +89,7 @@ def _upscaler_row(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.host_runners")
+    p = argparse.ArgumentParser(prog="python -m rdsrn.benchmarks.host_runners")
     p.add_argument("kind", choices=("torch", "upscaler"))
     p.add_argument("--model", default="rdsrn_x4")
     p.add_argument("--overrides", default="", help="JSON constructor overrides")

@@ -3,7 +3,7 @@
 Params and Multi-Adds (1280x720 output) are computed from our PyTorch definitions
 (rdsrn.macs); latencies (320x180 -> 1280x720, this CPU) are taken from benchmark rows
 (`rdsrn bench --suite full|table1|table2` calls this; or
-`python -m benchmarks.paper_tables --from benchmarks/results/<device>/full.json`).
+`python -m rdsrn.benchmarks.paper_tables --from benchmarks/results/<device>/full.json`).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def write_paper_tables(rows: Sequence[dict[str, Any]], machine: dict[str, Any] |
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.paper_tables")
+    p = argparse.ArgumentParser(prog="python -m rdsrn.benchmarks.paper_tables")
     p.add_argument("--from", dest="src", help="a bench JSON ({'machine', 'rows'})")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "paper_tables.md"))
     args = p.parse_args(argv)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Sequence
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 # (argv, timeout seconds) -> (returncode, stdout, stderr)
 Exec = Callable[[Sequence[str], float], tuple[int, str, str]]

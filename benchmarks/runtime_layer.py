@@ -1,14 +1,14 @@
 """Measurements of the runtime layer (runtimes/), written as markdown under
 benchmarks/results/:
 
-    python -m benchmarks.runtime_layer tiling   --model M.onnx [--input-scale 2]
+    python -m rdsrn.benchmarks.runtime_layer tiling   --model M.onnx [--input-scale 2]
         PSNR between tiled and whole-image output on Set5 / BSD68 per (tile, overlap)
         -> runtime_tiling.md
-    python -m benchmarks.runtime_layer seams    --model M.onnx
+    python -m rdsrn.benchmarks.runtime_layer seams    --model M.onnx
         the same on strips exactly two tiles long (narrowest overlap) -> appended
-    python -m benchmarks.runtime_layer memory   --model M [--size 6000x4000]
+    python -m rdsrn.benchmarks.runtime_layer memory   --model M [--size 6000x4000]
         peak RSS of one upscale in a fresh process -> runtime_memory.md
-    python -m benchmarks.runtime_layer overhead --model M [--model M2 ...]
+    python -m rdsrn.benchmarks.runtime_layer overhead --model M [--model M2 ...]
         Upscaler.upscale vs the bare interpreter call on the same input
         -> runtime_overhead.md
 
@@ -105,7 +105,7 @@ def model_label(up) -> str:
 def cmd_tiling(args: argparse.Namespace) -> None:
     import cv2
 
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
 
     configs = [tuple(int(v) for v in c.split(":")) for c in args.configs.split(",")]
     whole = Upscaler(args.model, tile=0, threads=args.threads)
@@ -154,7 +154,7 @@ def cmd_tiling(args: argparse.Namespace) -> None:
                      f"{mean:.2f} |")
     if args.note:
         lines += ["", args.note]
-    lines += ["", f"Command: `python -m benchmarks.runtime_layer tiling {' '.join(sys.argv[2:])}`",
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer tiling {' '.join(sys.argv[2:])}`",
               f"Machine: {machine()}.", ""]
     out = RESULTS / args.out
     out.write_text("\n".join(lines))
@@ -164,7 +164,7 @@ def cmd_tiling(args: argparse.Namespace) -> None:
 def cmd_seams(args: argparse.Namespace) -> None:
     """Worst case for a seam: a strip exactly two tiles long, so the tiles overlap by
     exactly `overlap` (natural images mostly get wider overlaps from even spreading)."""
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
 
     configs = [tuple(int(v) for v in c.split(":")) for c in args.configs.split(",")]
     whole = Upscaler(args.model, tile=0, threads=args.threads)
@@ -198,7 +198,7 @@ def cmd_seams(args: argparse.Namespace) -> None:
     ]
     for tile, overlap, length, n, lo, mean in rows:
         lines.append(f"| {tile} | {overlap} | {length} | {n} | {lo:.2f} | {mean:.2f} |")
-    lines += ["", f"Command: `python -m benchmarks.runtime_layer seams {' '.join(sys.argv[2:])}`",
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer seams {' '.join(sys.argv[2:])}`",
               ""]
     out = RESULTS / args.out
     with open(out, "a") as fh:
@@ -211,7 +211,7 @@ def cmd_seams(args: argparse.Namespace) -> None:
 _MEMORY_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, cv2
-from runtimes import Upscaler
+from rdsrn.runtimes import Upscaler
 model, w, h, seed_img, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 src = cv2.cvtColor(cv2.imread(seed_img, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 img = cv2.resize(src, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -267,7 +267,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
                      f"{r['peak_kib'] / mib:.0f} | {extra:.0f} | {r['seconds']:.0f} |")
     if args.note:
         lines += ["", args.note]
-    lines += ["", f"Command: `python -m benchmarks.runtime_layer memory {' '.join(sys.argv[2:])}`",
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer memory {' '.join(sys.argv[2:])}`",
               f"Machine: {machine()}; the background training run was running (memory, not "
               "time, is measured here; times are indicative only).", ""]
     out = RESULTS / args.out
@@ -290,7 +290,7 @@ def _raw_runner(up, img: np.ndarray):
         return lambda: sess.run([out], {name: t})
     interp = b.interpreter
     if b._in_q is not None:
-        from runtimes.backends import quantize
+        from rdsrn.runtimes.backends import quantize
         t = quantize(t, *b._in_q, b._in_dtype)
     assert b._shape == t.shape, "upscale once first"
 
@@ -312,7 +312,7 @@ def _time(fn, reps: int) -> list[float]:
 
 
 def cmd_overhead(args: argparse.Namespace) -> None:
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
 
     src = read_rgb(DATA / "test" / "Set5" / "baby.png")
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.size]
@@ -363,7 +363,7 @@ def cmd_overhead(args: argparse.Namespace) -> None:
                      f"{1000 * b_tiled:.1f} |")
     if args.note:
         lines += ["", args.note]
-    lines += ["", f"Command: `python -m benchmarks.runtime_layer overhead {' '.join(sys.argv[2:])}`",
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer overhead {' '.join(sys.argv[2:])}`",
               f"Runs: {args.rounds} rounds x {args.reps} per side. Machine: {machine()}.", ""]
     out = RESULTS / args.out
     out.write_text("\n".join(lines))

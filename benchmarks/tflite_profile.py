@@ -8,7 +8,7 @@ the delegate does not take in the one-op model run on the builtin kernels, and t
 whole model's delegation (which ops fall outside XNNPACK and split it into partitions)
 is reported beside it.
 
-    python -m benchmarks.tflite_profile model.tflite --input 320x180 --threads 2
+    python -m rdsrn.benchmarks.tflite_profile model.tflite --input 320x180 --threads 2
 
 Caveats, printed with the result: one-op timings miss the whole graph's cache reuse
 and partition fusion and add an invoke's fixed cost per op, so their sum differs from
@@ -198,7 +198,7 @@ def markdown(prof: dict[str, Any], top: int = 12) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tflite_profile")
+    p = argparse.ArgumentParser(prog="python -m rdsrn.benchmarks.tflite_profile")
     p.add_argument("model")
     p.add_argument("--input", default="320x180")
     p.add_argument("--threads", type=int, default=1)

@@ -1,7 +1,7 @@
 """Training throughput of a model at the default batch/patch: bf16 (autocast +
 channels_last) vs fp32, side by side, with effective TFLOP/s.
 
-    python -m benchmarks.train_throughput [--model rdsrn_x4] [--steps 6] [--out DIR]
+    python -m rdsrn.benchmarks.train_throughput [--model rdsrn_x4] [--steps 6] [--out DIR]
 
 Effective FLOP per step = 3 x 2 x forward MACs(patch) x batch (backward ~ 2x forward).
 Results go to benchmarks/results/<host>/training_throughput.{json,md}. Run it on an
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(__file__).parent / "results" / socket.gethostname())
     out.mkdir(parents=True, exist_ok=True)
     info = {**machine_info(), "fast_bf16": cpu_has_fast_bf16(), "host": socket.gethostname(),
-            "command": "python -m benchmarks.train_throughput " + " ".join(argv or sys.argv[1:])}
+            "command": "python -m rdsrn.benchmarks.train_throughput " + " ".join(argv or sys.argv[1:])}
     (out / "training_throughput.json").write_text(
         json.dumps({"machine": info, "rows": rows, "bf16_speedup": round(speedup, 2)}, indent=2))
     lines = ["# Training throughput (bf16 vs fp32)", "",

@@ -3,7 +3,7 @@ without torch, each checked against the PyTorch model before it is written.
 
     rdsrn export --model rdsrn_x4 --format all --precision fp32
     rdsrn export --model rdsrn_x4 --format all --precision int8 --calib ../shared/data/train
-    python -m export.bundle          # rebuild runtimes/models/ from the shipped weights
+    python -m rdsrn.export.bundle          # rebuild runtimes/models/ from the shipped weights
 
 Modules: cli (command), source (weights), onnx_export, tf_twin + tflite_export,
 calibration (INT8 data), parity (gates), metadata (embedded JSON), bundle, int8_study.

@@ -1,7 +1,7 @@
 """Rebuild the artifacts bundled with the package from the shipped weights:
 
-    python -m export.bundle                    # every model of BUNDLES
-    python -m export.bundle --model rdsrn_x2   # one of them
+    python -m rdsrn.export.bundle                    # every model of BUNDLES
+    python -m rdsrn.export.bundle --model rdsrn_x2   # one of them
 
 x4 (the default model) is bundled in all four (format, precision) pairs; x2 and x3 in FP32
 only (ONNX and TFLite), to keep the wheel small and because their INT8 files failed the
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from .common import REPO, data_dir
 
@@ -67,7 +67,7 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rdsrn.export.bundle", description=__doc__)
     parser.add_argument("--model", choices=sorted(BUNDLES), action="append",
                         help="model to bundle (repeatable; default: all of BUNDLES)")
     parser.add_argument("--out", default=str(OUT_DIR))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_PATCHES = 100

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import MissingExtraError, UserError
-from runtimes.formats import FORMATS, PRECISIONS
+from rdsrn.runtimes.errors import MissingExtraError, UserError
+from rdsrn.runtimes.formats import FORMATS, PRECISIONS
 
 from .calibration import DEFAULT_PATCHES
 from .common import data_dir, human_size, parse_input_size

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

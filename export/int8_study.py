@@ -1,9 +1,9 @@
 """INT8 post-training quantization study: ΔPSNR of quantization variants vs the FP32
 model, and the onnxruntime U8S8 / S8S8 speed comparison.
 
-    python -m export.int8_study --model rdsrn_x4 --datasets Set5,BSD68 \
+    python -m rdsrn.export.int8_study --model rdsrn_x4 --datasets Set5,BSD68 \
         --out benchmarks/results/export_int8_study.md
-    python -m export.int8_study --speed-only      # U8S8 vs S8S8 latency only
+    python -m rdsrn.export.int8_study --speed-only      # U8S8 vs S8S8 latency only
 
 Writes a markdown table (and a .json beside it); benchmarks/results/export_int8.md
 summarises the decisions drawn from it. Latency runs pause the background
@@ -159,7 +159,7 @@ NOTES = """\
   `--int8-act int8`.
 - TFLite: the CCA's square root is an INT8 SQRT kernel; ai-edge-litert (current LiteRT)
   has it, tflite-runtime 2.14 (2023) does not, so the INT8 .tflite needs ai-edge-litert.
-- Regenerate: `python -m export.int8_study --model rdsrn_x4 --datasets Set5,BSD68
+- Regenerate: `python -m rdsrn.export.int8_study --model rdsrn_x4 --datasets Set5,BSD68
   --speed`; decisions drawn from these figures: export_int8.md.
 """
 
@@ -214,7 +214,7 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.int8_study", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rdsrn.export.int8_study", description=__doc__)
     parser.add_argument("--model", default="rdsrn_x4", help="registry name or .safetensors")
     parser.add_argument("--datasets", default="Set5", help="comma-separated test sets")
     parser.add_argument("--variants", default=",".join(VARIANTS))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtimes.formats import FORMATS, METADATA_KEY
+from rdsrn.runtimes.formats import FORMATS, METADATA_KEY
 
 from .common import MIN_INPUT
 from .source import ModelSource

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 
 @dataclass

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from . import __version__
 
@@ -20,9 +20,9 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rdsrn.training.cli", "train a model (needs rdsrn[train])"),
     "eval": ("rdsrn.eval_cli", "evaluate a model or artifact on SR test sets"),
-    "export": ("export.cli", "export weights to ONNX / TFLite (needs rdsrn[export])"),
-    "upscale": ("runtimes.cli", "upscale images or video with an exported model"),
-    "bench": ("benchmarks.cli", "latency / accuracy benchmark table"),
+    "export": ("rdsrn.export.cli", "export weights to ONNX / TFLite (needs rdsrn[export])"),
+    "upscale": ("rdsrn.runtimes.cli", "upscale images or video with an exported model"),
+    "bench": ("rdsrn.benchmarks.cli", "latency / accuracy benchmark table"),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from .imresize import imresize
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_SUFFIXES = (".onnx", ".tflite")
@@ -111,7 +111,7 @@ def build_upscaler(model_spec: str, scale: int | None,
         if not Path(model_spec).is_file():
             raise UserError(f"{model_spec}: model file not found")
         try:
-            from runtimes import Upscaler
+            from rdsrn.runtimes import Upscaler
         except ImportError as exc:
             raise UserError(f"cannot run {model_spec}: runtimes.Upscaler unavailable ({exc})") \
                 from None

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from .data import list_images, make_lr, mod_crop, read_image
 from .imresize import imresize

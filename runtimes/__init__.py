@@ -1,12 +1,12 @@
 """RDSRN runtime layer: upscale images with an exported model using numpy, OpenCV and
 one inference runtime (onnxruntime or LiteRT) — never torch or tensorflow.
 
-    from runtimes import Upscaler
+    from rdsrn.runtimes import Upscaler
     up = Upscaler("rdsrn_x4_int8.tflite", threads=4)
     sr = up.upscale(rgb)          # HxWx3 uint8 RGB -> (4H)x(4W)x3 uint8 RGB
     sr_bgr = up.upscale_bgr(bgr)  # the same for OpenCV's BGR order
 
-Names are loaded lazily so that `import runtimes` (for its errors, by the CLI) is cheap.
+Names are loaded lazily so that `import rdsrn.runtimes` (for its errors, by the CLI) is cheap.
 """
 
 from __future__ import annotations

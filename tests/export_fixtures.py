@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.source import ModelSource
+from rdsrn.export.source import ModelSource
 from rdsrn.models import create_model
 from rdsrn.models.rdsrn import RDSRN
 
@@ -39,7 +39,7 @@ def _liven(model: torch.nn.Module, seed: int) -> None:
 
 
 def crop_inputs(data_dir: Path, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    from export.parity import parity_inputs
+    from rdsrn.export.parity import parity_inputs
 
     return parity_inputs(data_dir / "train", sizes)
 

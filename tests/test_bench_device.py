@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import device_bench as db
+from rdsrn.benchmarks import device_bench as db
 
 from test_runtime_artifacts import onnx_x4, tiny_tflite, torch_model  # noqa: F401 (fixtures)
 
@@ -215,7 +215,7 @@ def test_standalone_imports_only_stdlib_and_numpy():
 
 
 def test_tflite_per_op_profile(tiny_tflite):
-    from benchmarks.tflite_profile import markdown, one_op_models, profile
+    from rdsrn.benchmarks.tflite_profile import markdown, one_op_models, profile
 
     path = tiny_tflite["int8"]
     models = one_op_models(path.read_bytes(), (8, 12))

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import harness, report
-from benchmarks.harness import Case, Options
-from benchmarks.paper_tables import paper_tables_markdown
-from benchmarks.suites import SUITES, suite_cases
+from rdsrn.benchmarks import harness, report
+from rdsrn.benchmarks.harness import Case, Options
+from rdsrn.benchmarks.paper_tables import paper_tables_markdown
+from rdsrn.benchmarks.suites import SUITES, suite_cases
 from rdsrn.macs import count_macs
 from rdsrn.models import create_model
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from test_runtime_artifacts import onnx_x4, tiny_tflite, torch_model  # noqa: F401 (fixtures)
 
@@ -216,7 +216,7 @@ def test_cli_bad_input():
 
 
 def test_bench_module_imports_are_light():
-    code = ("import sys; import benchmarks.cli; "
+    code = ("import sys; import rdsrn.benchmarks.cli; "
             "bad = [m for m in ('torch', 'tensorflow', 'onnxruntime', 'onnx') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     p = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
@@ -240,7 +240,7 @@ def test_cli_artifact_with_profile(tmp_path, tiny_tflite):
 
 def test_artifact_cache_key_follows_the_exporter_source(monkeypatch) -> None:
     """A changed exporter must not reuse artifacts cached by an older one."""
-    from benchmarks import harness
+    from rdsrn.benchmarks import harness
 
     case = Case("rdsrn_x4", "tflite", "int8", 2, (45, 80))
     before = harness._cache_key(case, None, Options())

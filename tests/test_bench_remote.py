@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import remote
-from benchmarks.remote import (SshTarget, adb_bench, adb_commands, parse_benchmark_model,
+from rdsrn.benchmarks import remote
+from rdsrn.benchmarks.remote import (SshTarget, adb_bench, adb_commands, parse_benchmark_model,
                                parse_target, row_from_benchmark_model, ssh_bench,
                                ssh_commands)
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from test_runtime_artifacts import tiny_tflite  # noqa: F401 (fixture)
 

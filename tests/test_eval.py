@@ -14,7 +14,7 @@ from rdsrn.data import list_images, make_lr, mod_crop, read_image, write_image
 from rdsrn.evaluate import bicubic_upscale_fn, evaluate_dataset
 from rdsrn.imresize import imresize
 from rdsrn.metrics import calc_psnr, calc_ssim, rgb_to_y
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 
 # ---------------------------------------------------------------- reference imresize
@@ -315,12 +315,12 @@ def test_cli_onnx_model_matches_torch(tmp_path, set5_dir, cli_main):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     try:
-        from runtimes import Upscaler  # noqa: F401
+        from rdsrn.runtimes import Upscaler  # noqa: F401
     except ImportError:
         pytest.skip("runtimes.Upscaler not available")
     from rdsrn.evaluate import torch_upscale_fn
     from rdsrn.models import create_model
-    from runtimes.formats import METADATA_KEY
+    from rdsrn.runtimes.formats import METADATA_KEY
 
     torch.manual_seed(0)
     model = create_model("rdsrn_x2", channels=8, hr_channels=8).eval()

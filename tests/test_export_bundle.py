@@ -1,6 +1,6 @@
 """The artifacts bundled in runtimes/models/ come from the shipped weights and pass the
 export gates. Skipped only while no shipped weights exist; once they do, a missing or
-stale artifact fails (rebuild with `python -m export.bundle`)."""
+stale artifact fails (rebuild with `python -m rdsrn.export.bundle`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from export.bundle import BUNDLES, OUT_DIR  # noqa: E402
-from export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
+from rdsrn.export.bundle import BUNDLES, OUT_DIR  # noqa: E402
+from rdsrn.export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
 from rdsrn.weights import file_sha256, weights_path  # noqa: E402
-from runtimes.formats import FORMATS, METADATA_KEY  # noqa: E402
-from runtimes.tflite_meta import read_tflite_metadata  # noqa: E402
+from rdsrn.runtimes.formats import FORMATS, METADATA_KEY  # noqa: E402
+from rdsrn.runtimes.tflite_meta import read_tflite_metadata  # noqa: E402
 
 from export_fixtures import crop_inputs  # noqa: E402
 
@@ -48,7 +48,7 @@ def _runner(path):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from export.source import load_source
+    from rdsrn.export.source import load_source
 
     return load_source("rdsrn_x4")
 
@@ -59,10 +59,10 @@ def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
     if not weights.is_file():
         pytest.skip(f"no shipped {model} weights")
     path = _path(fmt, precision, model)
-    assert path.is_file(), f"{path} missing: run `python -m export.bundle --model {model}`"
+    assert path.is_file(), f"{path} missing: run `python -m rdsrn.export.bundle --model {model}`"
     meta = _meta(path)
     assert meta["weights_sha256"] == file_sha256(weights), \
-        f"{path} is stale (other weights): run `python -m export.bundle --model {model}`"
+        f"{path} is stale (other weights): run `python -m rdsrn.export.bundle --model {model}`"
     assert meta["precision"] == precision and meta["format"] == fmt
     assert meta["input_size"] == "dynamic" and meta["scale"] == int(model[-1])
     if precision == "fp32":
@@ -79,9 +79,9 @@ def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_bundled_fp32_reproduces_shipped_model(fmt, shipped, data_dir):
     """Rebuilding from the shipped weights gives the bundled file's outputs."""
-    from export.onnx_export import build_fp32
-    from export.tf_twin import twin_from_torch
-    from export.tflite_export import convert
+    from rdsrn.export.onnx_export import build_fp32
+    from rdsrn.export.tf_twin import twin_from_torch
+    from rdsrn.export.tflite_export import convert
 
     path = _path(fmt, "fp32")
     bundled = _runner(path)

@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-import export.parity as parity
-from export.source import _infer_config, load_source
+import rdsrn.export.parity as parity
+from rdsrn.export.source import _infer_config, load_source
 from rdsrn import cli
 from rdsrn.models.rdsrn import RDSRN
 from rdsrn.weights import file_sha256, save_weights
@@ -114,7 +114,7 @@ def test_int8_tflite_command_on_file_source(tmp_path, monkeypatch, capsys, data_
                        "--eval-dir", str(tiny_eval_dir(set5_dir, tmp_path / "eval")),
                        "--max-drop", "50", "--out", str(out)], monkeypatch)
     assert rc == 0, capsys.readouterr().err
-    from runtimes.tflite_meta import read_tflite_metadata
+    from rdsrn.runtimes.tflite_meta import read_tflite_metadata
 
     meta = read_tflite_metadata(out / "rdsrn_x4_int8.tflite")
     assert meta["weights_sha256"] == file_sha256(weights)
@@ -143,7 +143,7 @@ def test_safetensors_source(tmp_path):
 def test_calibration_reaches_both_ends(data_dir, tmp_path):
     import numpy as np
 
-    from export.calibration import make_calibration_set
+    from rdsrn.export.calibration import make_calibration_set
     from rdsrn.data import write_image
 
     calib = make_calibration_set(data_dir / "train", 4, 5, size=(16, 16))
@@ -159,7 +159,7 @@ def test_calibration_reaches_both_ends(data_dir, tmp_path):
 def test_tiled_runner_equals_whole_image_for_local_op():
     import numpy as np
 
-    from export.parity import tiled
+    from rdsrn.export.parity import tiled
 
     def nearest_x2(x):  # a purely local "model": tiling must not change it
         return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)

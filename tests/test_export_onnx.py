@@ -12,10 +12,10 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from export.calibration import make_calibration_set
-from export.onnx_export import dedupe_initializers, export_onnx, initializer_bytes
-from export.parity import onnx_runner, torch_runner
-from runtimes.formats import METADATA_KEY
+from rdsrn.export.calibration import make_calibration_set
+from rdsrn.export.onnx_export import dedupe_initializers, export_onnx, initializer_bytes
+from rdsrn.export.parity import onnx_runner, torch_runner
+from rdsrn.runtimes.formats import METADATA_KEY
 
 from export_fixtures import crop_inputs, full_source, small_source, tiny_eval_dir
 

@@ -12,15 +12,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from export.calibration import make_calibration_set  # noqa: E402
-from export.parity import psnr01, tflite_runner, torch_runner  # noqa: E402
-from export.tflite_export import export_tflite, inspect  # noqa: E402
-from runtimes.tflite_meta import read_tflite_metadata, tflite_metadata_buffers  # noqa: E402
+from rdsrn.export.calibration import make_calibration_set  # noqa: E402
+from rdsrn.export.parity import psnr01, tflite_runner, torch_runner  # noqa: E402
+from rdsrn.export.tflite_export import export_tflite, inspect  # noqa: E402
+from rdsrn.runtimes.tflite_meta import read_tflite_metadata, tflite_metadata_buffers  # noqa: E402
 
 from export_fixtures import crop_inputs, full_source, small_source, tiny_eval_dir  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
-from export.tf_twin import crd_to_dcr, twin_from_torch  # noqa: E402
+from rdsrn.export.tf_twin import crd_to_dcr, twin_from_torch  # noqa: E402
 
 
 def _unclamped_torch(model, x):
@@ -117,7 +117,7 @@ def test_tflite_meta_reader_rejects_non_tflite(tmp_path):
         read_tflite_metadata(b"\x00" * 64)
     # A TFLite file without our entry reads as {}.
     twin = twin_from_torch(small_source().model)
-    from export.tflite_export import convert
+    from rdsrn.export.tflite_export import convert
 
     plain = convert(twin, "fp32")
     assert "rdsrn" not in tflite_metadata_buffers(plain)

@@ -73,7 +73,7 @@ def test_pretrained_weights_roundtrip(tmp_path) -> None:
     assert meta["scale"] == 4 and read_metadata(tmp_path / "w.safetensors") == meta
     x = torch.rand(1, 3, 9, 9)
     assert torch.equal(a(x), b(x))
-    from runtimes.errors import UserError
+    from rdsrn.runtimes.errors import UserError
 
     with pytest.raises(UserError, match="do not fit"):
         load_into(create_model("rdsrn_x2"), tmp_path / "w.safetensors")

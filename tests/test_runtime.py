@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from runtimes import Upscaler
-from runtimes.backends import dequantize, quantize
-from runtimes.errors import MissingExtraError, UserError
-from runtimes.tiling import balanced_tile, pad_to, ramp_weights, run_tiled, tile_starts
-from runtimes.upscaler import DEFAULT_OVERLAP, DEFAULT_TILE
+from rdsrn.runtimes import Upscaler
+from rdsrn.runtimes.backends import dequantize, quantize
+from rdsrn.runtimes.errors import MissingExtraError, UserError
+from rdsrn.runtimes.tiling import balanced_tile, pad_to, ramp_weights, run_tiled, tile_starts
+from rdsrn.runtimes.upscaler import DEFAULT_OVERLAP, DEFAULT_TILE
 
 from test_runtime_artifacts import (  # noqa: F401 (fixtures)
     REPO, base_meta, onnx_x4, onnx_x4_fixed, psnr, read_rgb, set_onnx_meta, torch_model,
@@ -44,8 +44,8 @@ def up(onnx_x4: Path) -> Upscaler:
 def test_runtime_never_imports_torch_or_tensorflow(onnx_x4: Path, tiny_tflite) -> None:
     code = f"""
 import sys, numpy as np
-import runtimes, runtimes.cli, runtimes.io
-from runtimes import Upscaler
+import rdsrn.runtimes, rdsrn.runtimes.cli, rdsrn.runtimes.io
+from rdsrn.runtimes import Upscaler
 img = (np.arange(20 * 24 * 3) % 251).astype(np.uint8).reshape(20, 24, 3)
 a = Upscaler({str(onnx_x4)!r}).upscale(img)
 b = Upscaler({str(tiny_tflite['int8'])!r}).upscale(img)
@@ -60,7 +60,7 @@ print('LOADED', bad)
 
 
 def test_import_runtimes_is_light() -> None:
-    code = ("import sys, runtimes, runtimes.cli; "
+    code = ("import sys, rdsrn.runtimes, rdsrn.runtimes.cli; "
             "print(sorted(m for m in ('numpy', 'cv2', 'onnxruntime', 'torch') "
             "if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -332,7 +332,7 @@ def test_missing_litert_names_the_extra(tiny_tflite, monkeypatch) -> None:
 
 
 def test_bundled_model_lookup(onnx_x4: Path, tmp_path: Path, monkeypatch) -> None:
-    import runtimes.bundled as bundled
+    import rdsrn.runtimes.bundled as bundled
 
     monkeypatch.setattr(bundled, "MODELS_DIR", tmp_path)
     with pytest.raises(UserError, match="no bundled x4 model"):

@@ -148,7 +148,7 @@ def tiny_reference() -> Callable[[np.ndarray], np.ndarray]:
 def build_tiny_tflite(path: Path, *, int8: bool, fixed: tuple[int, int] | None = None,
                       meta_overrides: dict[str, Any] | None = None) -> Path:
     import tensorflow as tf
-    from export.metadata import embed_tflite
+    from rdsrn.export.metadata import embed_tflite
 
     w, b = tiny_weights()
     shape = [1, fixed[0], fixed[1], 3] if fixed else [1, None, None, 3]

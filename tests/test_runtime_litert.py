@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtimes import Upscaler
-from runtimes.errors import UserError
+from rdsrn.runtimes import Upscaler
+from rdsrn.runtimes.errors import UserError
 
 from test_runtime_artifacts import (  # noqa: F401 (fixtures)
     REPO, TINY_SCALE, build_tiny_tflite, psnr, read_rgb, tiny_reference, tiny_tflite,

@@ -15,7 +15,7 @@ import torch
 from rdsrn.cli import main as cli_main
 from rdsrn.training.config import TrainConfig, load_config
 from rdsrn.training.trainer import Trainer, lr_factor
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 TINY_MODEL = "{channels: 16, hr_channels: 8, wide: 2}"
 

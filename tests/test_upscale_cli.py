@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtimes import cli
-from runtimes.errors import UserError
+from rdsrn.runtimes import cli
+from rdsrn.runtimes.errors import UserError
 
 from test_runtime_artifacts import onnx_x4, torch_model  # noqa: F401 (fixtures)
 
@@ -144,7 +144,7 @@ def test_video(tmp_path: Path, onnx_x4: Path) -> None:
 
 def test_default_model_is_the_bundled_one(tmp_path: Path, onnx_x4: Path, monkeypatch,
                                           capsys) -> None:
-    import runtimes.bundled as bundled
+    import rdsrn.runtimes.bundled as bundled
 
     monkeypatch.setattr(bundled, "MODELS_DIR", tmp_path / "models")
     (tmp_path / "models").mkdir()
@@ -168,7 +168,7 @@ def test_rdsrn_cli_dispatches_upscale(tmp_path: Path, onnx_x4: Path) -> None:
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_scale_picks_the_bundled_model_of_that_scale(tmp_path: Path, scale: int) -> None:
     """`rdsrn upscale --scale N` with no --model uses the real bundled xN file."""
-    from runtimes.bundled import default_model_path
+    from rdsrn.runtimes.bundled import default_model_path
 
     path = default_model_path(scale)
     assert path.name.startswith(f"rdsrn_x{scale}_")

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtimes.errors import MissingExtraError
+    from rdsrn.runtimes.errors import MissingExtraError
 
     try:
         import torch  # noqa: F401

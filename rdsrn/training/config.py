@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

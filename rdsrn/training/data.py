@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 

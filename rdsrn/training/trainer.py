@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 from .. import __version__
 from ..models import create_model

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from runtimes.errors import UserError
+from rdsrn.runtimes.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 META_KEY = "rdsrn"

@@ -8,7 +8,7 @@ import argparse
 import time
 
 import cv2
-from runtimes import Upscaler, resolve_model
+from rdsrn.runtimes import Upscaler, resolve_model
 
 p = argparse.ArgumentParser()
 p.add_argument("input", nargs="?")
