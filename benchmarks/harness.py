@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +35,21 @@ from . import device_bench as db
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_BENCH = Path(db.__file__).resolve()
+# Working folder of the measuring / exporting subprocesses: the folder that holds the
+# `rdsrn` package (the repository root of a source checkout, site-packages of a wheel),
+# so `python -m rdsrn...` finds the same package and no folder of ours shadows another
+# package's top-level modules.
+SUBPROCESS_CWD = Path(importlib.util.find_spec("rdsrn").origin).resolve().parents[1]
+
+# Optional packages and the pip extra that brings them (one-line row errors).
+TORCH_MISSING = "needs PyTorch: pip install 'rdsrn[train]'"
+EXPORT_MISSING = ("exporting it needs PyTorch and TensorFlow: pip install 'rdsrn[export]' "
+                  "(or measure a file: --artifact FILE, --suite device)")
+
+
+def have(module: str) -> bool:
+    """Whether a top-level module is importable (nothing is imported)."""
+    return importlib.util.find_spec(module) is not None
 
 # format -> precisions it is measured in. "bicubic" is OpenCV's resize (uint8).
 FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
@@ -228,6 +244,8 @@ def model_counts(case: Case, opts: Options) -> dict[str, Any]:
     """params and MACs of one inference at the case's input size (HR for SRCNN)."""
     if case.model == "bicubic":
         return {"params": 0, "macs": None}
+    if not have("torch"):  # counted from the PyTorch definition: unknown without it
+        return {"params": None, "macs": None}
     import torch
 
     from rdsrn.macs import count_macs, count_params
@@ -254,8 +272,10 @@ def _exporter_fingerprint() -> str:
     """Hash of the exporter's and model's source: a changed exporter never reuses an
     artifact cached by an older one."""
     h = hashlib.sha256()
-    for folder in (REPO / "export", REPO / "rdsrn" / "models"):
-        for f in sorted(folder.glob("*.py")):
+    for package in ("rdsrn.export", "rdsrn.models"):
+        spec = importlib.util.find_spec(package)
+        folder = Path(spec.origin).parent if spec and spec.origin else None
+        for f in sorted(folder.glob("*.py")) if folder else []:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -298,6 +318,11 @@ def prepare_artifact(case: Case, opts: Options) -> Path:
     if not opts.export:
         raise ArtifactError(f"no {fmt} {case.precision} artifact for "
                             f"{case.display} (export disabled)")
+    needed = ("torch", "tensorflow") if fmt == "tflite" or case.model.startswith("rdsrn") \
+        else ("torch", "onnxruntime")
+    if not all(have(m) for m in needed):
+        raise ArtifactError(f"no {fmt} {case.precision} artifact for {case.display}: "
+                            + EXPORT_MISSING)
     opts.cache_dir.mkdir(parents=True, exist_ok=True)
     if case.model.startswith("rdsrn"):
         _export_rdsrn(key_case, opts, weights, kind, out)
@@ -331,7 +356,7 @@ def _export_rdsrn(case: Case, opts: Options, weights: str | None, kind: str,
         opts.log(f"bench: exporting {case.display} {case.format} {case.precision} ...")
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
-                               cwd=str(REPO))
+                               cwd=str(SUBPROCESS_CWD))
         except subprocess.TimeoutExpired:
             raise ArtifactError("rdsrn export timed out") from None
         made = sorted(outdir.glob(f"*{out.suffix}"))
@@ -395,6 +420,8 @@ def pre_upscaled(model_name: str) -> bool:
     """Whether a registry model runs on the bicubic-upscaled image (SRCNN)."""
     if model_name == "bicubic":
         return False
+    if not have("torch"):  # the registry is PyTorch code; SRCNN is the one such network
+        return model_name.startswith("srcnn")
     from rdsrn.models import _REGISTRY
 
     entry = _REGISTRY.get(model_name)
@@ -440,8 +467,10 @@ def run_measurement(argv: list[str], opts: Options) -> dict[str, Any]:
                 pass  # resume the job (leaving the block) and retry shortly
             else:
                 try:
+                    usage = _usage_start()
                     p = subprocess.run(argv, capture_output=True, text=True,
-                                       timeout=opts.timeout, cwd=str(REPO))
+                                       timeout=opts.timeout, cwd=str(SUBPROCESS_CWD))
+                    other = _other_load(usage)
                 except subprocess.TimeoutExpired:
                     return {"status": "error",
                             "error": f"timed out after {opts.timeout:.0f} s"}
@@ -459,7 +488,38 @@ def run_measurement(argv: list[str], opts: Options) -> dict[str, Any]:
         return {"status": "error", "error": f"measurement failed: {err}"[:300]}
     row["background_paused"] = was_paused
     row["background_cpu_before"] = load
+    row["other_cpu_during"] = other
     return row
+
+
+def _usage_start() -> tuple[float, float, float]:
+    """(wall s, busy CPU s of the whole machine, CPU s of this process and its waited-for
+    children) now: the start of a measured window for _other_load."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not Unix: no /proc/stat either
+        return time.monotonic(), 0.0, 0.0
+    busy, _ = _cpu_times()
+    ours = sum(getattr(resource.getrusage(who), field)
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+    return time.monotonic(), busy / _CLK_TCK, ours
+
+
+def _other_load(start: tuple[float, float, float]) -> float | None:
+    """Fraction of all CPUs kept busy by other processes (hypervisor steal included)
+    since `start`: the machine's busy CPU time minus ours, over wall time x CPUs.
+    None without /proc/stat."""
+    wall0, busy0, ours0 = start
+    wall1, busy1, ours1 = _usage_start()
+    cpus = os.cpu_count() or 1
+    if busy0 <= 0 or wall1 - wall0 <= 0:
+        return None
+    other = (busy1 - busy0) - (ours1 - ours0)
+    return min(1.0, max(0.0, other / ((wall1 - wall0) * cpus)))
+
+
+_CLK_TCK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 
 
 # ------------------------------------------------------------------------- accuracy
@@ -548,7 +608,7 @@ def measure_accuracy(case: Case, artifact: Path | None, opts: Options,
         return out
     out.update(psnr=mine["psnr"], ssim=mine["ssim"],
                accuracy_data=",".join(p.name for p in opts.accuracy_data))
-    if case.format != "bicubic" and kind != "artifact":
+    if case.format != "bicubic" and kind != "artifact" and have("torch"):
         ref_case = Case(case.model, "pytorch", "fp32", case.threads, case.input_hw,
                         case.overrides, scale=case.scale)
         ref = evaluate(json.dumps([base, "pytorch", "fp32", ""]),
@@ -578,6 +638,9 @@ def run_case(case: Case, opts: Options, machine: dict[str, Any], acc: AccuracyCa
              counts_cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Measure one case; every failure ends as status "error" in the row."""
     row = base_row(case)
+    if case.format == "pytorch" and not have("torch"):
+        row.update(status="error", error="this row " + TORCH_MISSING)
+        return row
     weights, kind = weights_for(case, opts)
     row["weights"] = kind
     try:

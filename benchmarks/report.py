@@ -1,9 +1,14 @@
-"""Benchmark output: the printed table and the files under benchmarks/results/<device>/
-(<name>.json, .csv, .md and a latency-vs-PSNR .png). Pure Python + matplotlib (lazy)."""
+"""Benchmark output: the printed table and the files in the results folder
+(./rdsrn-bench/<device>/ by default: <name>.json, .csv, .md and a latency-vs-PSNR .png).
+Pure Python + matplotlib (lazy).
+
+Sign convention: delta_psnr / ΔPSNR = PSNR of the row - PSNR of the FP32 PyTorch model
+with the same weights, in dB; negative means the row is less accurate (INT8 < 0)."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -19,7 +24,17 @@ REQUIRED_KEYS = ("model", "format", "precision", "threads", "input", "output", "
 EXTRA_CSV_KEYS = ("target", "weights", "params", "runtime", "runtime_version", "init_ms",
                   "first_inference_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "runs",
                   "fps", "peak_rss_mb", "ssim", "peak_gmacs", "background_paused",
-                  "background_cpu_before", "notes", "error", "artifact")
+                  "background_cpu_before", "other_cpu_during", "interference", "notes",
+                  "error", "artifact", "delegate", "ops_delegated")
+
+# A timed row counts as disturbed when other processes (or the hypervisor: steal time)
+# kept more than BUSY_LOAD of all CPUs busy while it ran, or - for rows of at least
+# SPREAD_MIN_MS - its p90 exceeds its p50 by more than BUSY_SPREAD (on this idle 2-core
+# VM p90/p50 was <= 1.06 for every row of the full suite above 1 ms but one, 1.10).
+BUSY_LOAD = 0.10
+BUSY_SPREAD = 1.10
+SPREAD_MIN_MS = 10.0
+BUSY_MARK = "!"
 
 # (header, key, format) of the printed / Markdown table.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -28,7 +43,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("params", "params", "M"), ("GMAC", "macs", "G"), ("PSNR", "psnr", ".2f"),
     ("ΔPSNR", "delta_psnr", "+.3f"), ("p50 ms", "p50_ms", ".1f"), ("p90 ms", "p90_ms", ".1f"),
     ("mean±std ms", "_mean_std", "s"), ("FPS", "fps", ".2f"), ("GMAC/s", "gmacs_per_s", ".0f"),
-    ("%peak", "peak_fraction", "%"), ("RSS MB", "peak_rss_mb", ".0f"), ("status", "_status", "s"),
+    ("%peak", "peak_fraction", "%"), ("RSS MB", "peak_rss_mb", ".0f"),
+    ("other CPU", "other_cpu_during", "%"), ("status", "_status", "s"),
 )
 
 
@@ -38,7 +54,7 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
         return f"{m:.1f}±{s:.1f}" if m is not None and s is not None else "-"
     if key == "_status":
         if row.get("status") == "ok":
-            return "ok"
+            return f"ok {BUSY_MARK}" if row.get("interference") else "ok"
         return f"error: {row.get('error') or ''}"
     v = row.get(key)
     if v is None or v == "":
@@ -52,6 +68,8 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
             return f"{100 * v:.0f}%"
         if fmt == "d":
             return str(int(v))
+        if fmt.startswith("+") and float(format(v, fmt[1:])) == 0.0:
+            return format(0.0, fmt[1:])  # "0.000", not "-0.000" or "+0.000"
         if fmt == "s":
             return str(v)
         return format(v, fmt)
@@ -59,10 +77,17 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
         return str(v)
 
 
+# Shown before "status" when a row says how much of the graph a delegate took (adb).
+DELEGATE_COLUMNS = (("delegate", "delegate", "s"), ("ops delegated", "ops_delegated", "s"))
+
+
 def table_lines(rows: Sequence[dict[str, Any]], markdown: bool = False) -> list[str]:
     """The comparison table, aligned text or Markdown."""
-    headers = [c[0] for c in COLUMNS]
-    cells = [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+    cols = COLUMNS
+    if any(r.get("ops_delegated") for r in rows):
+        cols = COLUMNS[:-1] + DELEGATE_COLUMNS + COLUMNS[-1:]
+    headers = [c[0] for c in cols]
+    cells = [[_cell(r, key, fmt) for _, key, fmt in cols] for r in rows]
     if markdown:
         out = ["| " + " | ".join(headers) + " |",
                "|" + "|".join("---" for _ in headers) + "|"]
@@ -75,6 +100,46 @@ def table_lines(rows: Sequence[dict[str, Any]], markdown: bool = False) -> list[
     out = [fmt.format(*headers).rstrip()]
     out += [fmt.format(*line).rstrip() for line in cells]
     return out
+
+
+def interference(row: dict[str, Any]) -> list[str]:
+    """Why a timed row may have been disturbed by other work (empty: no sign of it)."""
+    reasons = []
+    # "before": sampled with --pause-pid, whose wait gives up above its 15 % threshold
+    for key, what, limit in (("other_cpu_during", "during", BUSY_LOAD),
+                             ("background_cpu_before", "before", 0.15)):
+        load = row.get(key)
+        if isinstance(load, (int, float)) and load > limit:
+            reasons.append(f"other CPU load {100 * load:.0f}% {what} the row")
+    p50, p90 = row.get("p50_ms"), row.get("p90_ms")
+    if p50 and p90 and p50 >= SPREAD_MIN_MS and p90 / p50 > BUSY_SPREAD:
+        reasons.append(f"p90/p50 = {p90 / p50:.2f}")
+    return reasons
+
+
+def flag_interference(rows: Sequence[dict[str, Any]]) -> int:
+    """Set each ok row's "interference" (reasons, or None); returns how many are flagged."""
+    flagged = 0
+    for r in rows:
+        reasons = interference(r) if r.get("status") == "ok" else []
+        r["interference"] = "; ".join(reasons) or None
+        flagged += bool(reasons)
+    return flagged
+
+
+def legend_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines under the table: the ΔPSNR sign, and the busy-machine marker if used."""
+    lines = []
+    if any(r.get("delta_psnr") is not None for r in rows):
+        lines.append("ΔPSNR: dB vs the FP32 PyTorch model with the same weights; "
+                     "negative = less accurate.")
+    busy = [r for r in rows if r.get("interference")]
+    if busy:
+        lines.append(f"{BUSY_MARK} = {len(busy)} of {len(rows)} row(s) possibly disturbed by "
+                     f"other work (other processes above {100 * BUSY_LOAD:.0f}% of the CPUs, "
+                     f"or p90/p50 above {BUSY_SPREAD:.2f}): their times are not reliable; "
+                     "re-run on an idle machine.")
+    return lines
 
 
 def device_slug(machine: dict[str, Any]) -> str:
@@ -128,6 +193,8 @@ def markdown_text(doc: dict[str, Any]) -> str:
         lines += ["", "Peak multiply-add rates used for %peak (computed, not measured):", ""]
         lines += [f"- {k}: {v}" for k, v in peaks.items()]
     lines += ["", *table_lines(doc["rows"], markdown=True), ""]
+    legend = legend_lines(doc["rows"])
+    lines += [*legend, ""] if legend else []
     lines += ["Times are wall-clock per batch-1 inference of the raw runtime call (input "
               "already in the model's layout); `upscaler` rows time `runtimes.Upscaler."
               "upscale` on a uint8 image (pre/post-processing included). GMAC/s = MACs / "
@@ -142,7 +209,8 @@ def _simd(flag: str) -> bool:
 
 def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     """Latency (p50, log scale) vs Y-PSNR; rows without our PSNR but with a published
-    one are drawn hollow at the published figure. False if nothing to draw."""
+    one are drawn hollow at the published figure. False if nothing to draw or no
+    matplotlib (an optional extra: rdsrn[bench])."""
     pts = []
     for r in rows:
         if r.get("status") != "ok" or not r.get("p50_ms"):
@@ -154,7 +222,7 @@ def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
             continue
         pts.append((r["p50_ms"], psnr, hollow,
                     f"{r['model']} {r['format']} {r['precision']} t{r['threads']}"))
-    if not pts:
+    if not pts or importlib.util.find_spec("matplotlib") is None:
         return False
     import matplotlib
 

@@ -10,13 +10,15 @@ table2   The paper's Table II networks (SRCNN, CARN, IMDN, RDN, RDSRN): PyTorch 
          ONNX Runtime fp32 and int8 (+ TFLite for RDSRN), all cores.
 full     formats + table1 + table2 (what `rdsrn bench --suite full` runs).
 quick    A smoke run: RDSRN PyTorch fp32, ONNX fp32 and bicubic on 80x45, few runs.
+device   The bundled x4 model files (runtimes/models/) that an installed runtime can run,
+         and bicubic; 1 thread and all cores. Needs no torch: what a device measures.
 """
 
 from __future__ import annotations
 
 from .harness import Case
 
-SUITES = ("quick", "formats", "table1", "table2", "full")
+SUITES = ("quick", "formats", "table1", "table2", "full", "device")
 PAPER_INPUT = (180, 320)  # LR (H, W): 320x180 -> 1280x720 at x4
 
 TABLE1_SETTINGS: tuple[tuple[int, float], ...] = (
@@ -71,6 +73,26 @@ def quick_cases(cores: int) -> list[Case]:
             Case("bicubic", "bicubic", "uint8", cores, hw)]
 
 
+def device_artifacts(scale: int = 4) -> list:
+    """The bundled x`scale` model files whose runtime is installed (paths, by name)."""
+    from rdsrn.runtimes.bundled import bundled_models, runtime_available
+
+    return [p for p in bundled_models() if p.name.startswith(f"rdsrn_x{scale}_")
+            and runtime_available(p.suffix[1:])]
+
+
+def device_cases(cores: int, input_hw=PAPER_INPUT) -> list[Case]:
+    """The device suite by file name (rdsrn_x4_{precision}.{onnx,tflite}); `rdsrn bench`
+    builds the same rows from each file's embedded metadata instead."""
+    cases = []
+    for threads in _thread_list(cores):
+        for path in device_artifacts():
+            cases.append(Case("rdsrn_x4", path.suffix[1:], path.stem.rsplit("_", 1)[1],
+                              threads, input_hw, artifact=str(path), label=path.name))
+        cases.append(Case("bicubic", "bicubic", "uint8", threads, input_hw))
+    return cases
+
+
 def _dedupe(cases: list[Case]) -> list[Case]:
     seen, out = set(), []
     for c in cases:
@@ -93,4 +115,6 @@ def suite_cases(name: str, cores: int) -> list[Case]:
         return table2_cases(cores)
     if name == "full":
         return _dedupe(formats_cases(cores) + table1_cases(cores) + table2_cases(cores))
+    if name == "device":
+        return device_cases(cores)
     raise ValueError(f"unknown suite {name!r}; choices: {', '.join(SUITES)}")

@@ -14,12 +14,15 @@ from .formats import FORMATS
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
-# Preference for the default model, best first (format, precision). Speed measured on
-# 2 x86 cores (benchmarks/results/runtime_overhead.md, 320x180 -> 1280x720): TFLite INT8
-# 0.39 s, ONNX INT8 0.57 s, TFLite FP32 1.52 s, ONNX FP32 1.60 s; the exporter admits an
-# INT8 file only within its Set5 PSNR-drop gate (0.3 dB), recorded as `delta_psnr`.
+# Preference for the default model, best first (format, precision): the fastest bundled
+# file first. Speed measured on 2 x86 cores (benchmarks/results/runtime_overhead.md,
+# 320x180 -> 1280x720): TFLite INT8 0.39 s, ONNX INT8 0.57 s, TFLite FP32 1.52 s, ONNX
+# FP32 1.60 s. INT8 may lead because the exporter writes an INT8 file only within its
+# Set5 PSNR-drop gate (0.3 dB, recorded in the file as `delta_psnr`; checked for every
+# bundled file by tests/test_wheel_install.py), so with only onnxruntime installed the
+# default is the INT8 ONNX file, with only LiteRT the INT8 TFLite file.
 PREFERENCE: tuple[tuple[str, str], ...] = (
-    ("tflite", "int8"), ("onnx", "fp32"), ("tflite", "fp32"), ("onnx", "int8"),
+    ("tflite", "int8"), ("onnx", "int8"), ("tflite", "fp32"), ("onnx", "fp32"),
     ("tflite", "fp16"),
 )
 
