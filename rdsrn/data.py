@@ -27,37 +27,33 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
         # 0..65535 -> 0..255 (65535 / 255 = 257 exactly), rounded.
         return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(img.dtype, np.floating):  # float TIFF: assumed 0..1
+        if not np.isfinite(img.min()) or not np.isfinite(img.max()):
+            raise UserError("float image holds NaN or infinite values")
         return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise UserError(f"unsupported image sample type {img.dtype}")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as uint8 RGB HxWx3, or HxW for a gray image.
 
-    Alpha is dropped; 16-bit and float images are scaled to 0..255. Raises UserError
-    with a one-line message naming the file when it is missing, empty or not an image.
+    Decoding is rdsrn.runtimes.io.read_image, the reader `rdsrn upscale` uses: JPEG EXIF
+    orientation is applied, images over `max_pixels` (default: $RDSRN_MAX_PIXELS or
+    8192x8192 = 67.1 Mpx; 0 = no limit) are refused before decoding, native warnings
+    stay off the terminal. Alpha is dropped; 16-bit and float (0..1) images are scaled to 0..255.
+    Raises UserError with a one-line message naming the file when it is missing,
+    empty, too large or not an image.
     """
+    from rdsrn.runtimes.io import read_image as decode
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such image file")
-    try:
-        raw = np.fromfile(str(path), dtype=np.uint8)  # imdecode copes with any path text
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw.size == 0:
-        raise UserError(f"{path}: empty file (0 bytes), not an image")
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise UserError(f"{path}: not a readable image")
+    img = decode(path, max_pixels=max_pixels, allow_float=True)  # BGR(A) or gray
     try:
         img = _to_uint8(img)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
     if img.ndim == 3:
         channels = img.shape[2]
-        if channels == 1:
-            img = img[:, :, 0]
-        elif channels == 2:  # gray + alpha
+        if channels == 2:  # gray + alpha
             img = img[:, :, 0]
         elif channels == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -20,6 +20,8 @@ import importlib
 import importlib.util
 import json
 import os
+from contextlib import redirect_stdout
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from .errors import MissingExtraError, UserError
 from .formats import FORMATS, METADATA_KEY
+from .native_noise import quiet_native
 
 BACKENDS = ("auto", "onnxruntime", "litert")
 
@@ -148,8 +151,28 @@ class Backend:
             y = y[..., ::-1]
         return y
 
+    def _check_output(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The model's real output must be the metadata's scale times its input (NHWC,
+        3 channels); a file whose metadata lies is named here, not in a numpy error."""
+        n, h, w, _ = x.shape
+        want = (n, h * self.scale, w * self.scale, 3)
+        if tuple(y.shape) != want:
+            name = self.metadata.get("model", "?")
+            raise UserError(
+                f"{self.path}: model {name} returned {list(y.shape)} for input "
+                f"{list(x.shape)} (NHWC), but its metadata says x{self.scale}, i.e. "
+                f"{list(want)}; the file's metadata does not match its graph")
+        return y
+
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """A runtime's exception as one short line (they can be pages long)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -180,12 +203,15 @@ class OnnxBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
+            # On a failed load onnxruntime print()s an "EP Error ... Falling back to
+            # CPUExecutionProvider" banner to stdout and retries the same CPU provider;
+            # the error itself is reported below in one line.
+            with redirect_stdout(StringIO()):
+                self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                    providers=["CPUExecutionProvider"])
+                raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{path}: onnxruntime cannot load it ({first})") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+            raise UserError(f"{path}: onnxruntime cannot load it ({_first_line(exc)})") from None
         super().__init__(path, parse_metadata(raw, path, "onnx"))
         self.threads = opts.intra_op_num_threads
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -200,8 +226,12 @@ class OnnxBackend(Backend):
         self._reconcile_size(self._fixed_size(list(inputs[0].shape)))
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        y = self.session.run([self._out], {self._in: self._to_model(x)})[0]
-        return self._from_model(y)
+        try:
+            y = self.session.run([self._out], {self._in: self._to_model(x)})[0]
+        except Exception as exc:  # onnxruntime's own exception types (a corrupt graph)
+            raise UserError(f"{self.path}: onnxruntime cannot run it "
+                            f"({_first_line(exc)})") from None
+        return self._check_output(x, self._from_model(y))
 
 
 def _import_litert() -> tuple[type, str]:
@@ -244,8 +274,9 @@ class LiteRTBackend(Backend):
         super().__init__(path, parse_metadata(_read_tflite_meta(path), path, "tflite"))
         self.threads = _threads(threads)
         try:
-            self.interpreter = interpreter_cls(model_path=str(path),
-                                               num_threads=self.threads)
+            with quiet_native():  # LiteRT prints banners to fd 2 from C++
+                self.interpreter = interpreter_cls(model_path=str(path),
+                                                   num_threads=self.threads)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{path}: LiteRT cannot load it ({exc})") from None
         ins = self.interpreter.get_input_details()
@@ -282,18 +313,23 @@ class LiteRTBackend(Backend):
             t = quantize(t, *self._in_q, self._in_dtype)
         elif t.dtype != self._in_dtype:
             t = t.astype(self._in_dtype)
-        if t.shape != self._shape or not self._allocated:
-            if t.shape != self._shape:
-                self.interpreter.resize_tensor_input(self._in_index, list(t.shape),
-                                                     strict=False)
-                self._shape = t.shape
-            self.interpreter.allocate_tensors()
-            self._allocated = True
-        self.interpreter.set_tensor(self._in_index, t)
-        self.interpreter.invoke()
+        try:
+            if t.shape != self._shape or not self._allocated:
+                self._allocated = False
+                if t.shape != self._shape:
+                    self.interpreter.resize_tensor_input(self._in_index, list(t.shape),
+                                                         strict=False)
+                    self._shape = t.shape
+                with quiet_native():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                    self.interpreter.allocate_tensors()
+                self._allocated = True
+            self.interpreter.set_tensor(self._in_index, t)
+            self.interpreter.invoke()
+        except (RuntimeError, ValueError) as exc:  # e.g. a corrupt tensor in the file
+            raise UserError(f"{self.path}: LiteRT cannot run it ({_first_line(exc)})") from None
         y = self.interpreter.get_tensor(self._out_index)
         y = dequantize(y, *self._out_q) if self._out_q is not None else y.astype(np.float32)
-        return self._from_model(y)
+        return self._check_output(x, self._from_model(y))
 
 
 def load_backend(path: str | Path, backend: str = "auto",

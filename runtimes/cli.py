@@ -41,8 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default="auto", help="inference runtime (default: by model file)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite existing output files (never an input)")
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse inputs (images, video frames) over N pixels, checked "
+                             "from the file header before decoding (default: "
+                             "$RDSRN_MAX_PIXELS or 67108864 = 8192x8192; 0 = no limit)")
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bar or per-file lines; errors and summary only")
+                        help="no progress bar or per-file lines; errors, notes about "
+                             "lost audio and the summary only")
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -119,10 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .bundled import resolve_model
-    from .io import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_video, read_image, read_video,
-                     write_image, write_video)
+    from .io import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, copy_audio, cv_reason, is_video,
+                     read_image, read_video, resolve_max_pixels, write_image, write_video)
     from .upscaler import Upscaler
 
+    max_pixels = resolve_max_pixels(getattr(args, "max_pixels", None))
     model_path = resolve_model(args.model, args.scale)
     upscaler = Upscaler(model_path, backend=args.backend, threads=args.threads,
                         tile=args.tile, overlap=args.overlap)
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     for src, dst in zip(files, outs):
         try:
             if is_video(src):
-                frames, fps, count = read_video(src)
+                frames, fps, count = read_video(src, max_pixels=max_pixels)
                 with tqdm(total=count or None, unit="frame", desc=src.name,
                           disable=True if quiet else None, file=sys.stderr,
                           leave=False) as fbar:
@@ -163,10 +169,20 @@ def run(args: argparse.Namespace) -> int:
                         _bar.update(1)
                         return out
                     n = write_video(dst, frames, fps, step)
+                note = copy_audio(src, dst)
+                if note:  # shown even with -q: part of the input was not kept
+                    bar.write(f"rdsrn upscale: {note}", file=sys.stderr)
                 what = f"{n} frames"
             else:
-                img = read_image(src)
-                out = upscaler.upscale_bgr(img)
+                img = read_image(src, max_pixels=max_pixels)
+                with tqdm(unit="tile", desc=src.name, disable=True if quiet else None,
+                          file=sys.stderr, leave=False) as tbar:
+                    def tile_done(done: int, total: int, _bar=tbar) -> None:
+                        if _bar.total != total:  # known after the first tile
+                            _bar.total = total
+                            _bar.refresh()
+                        _bar.update(done - _bar.n)
+                    out = upscaler.upscale_bgr(img, progress=tile_done)
                 write_image(dst, out)
                 what = f"{img.shape[1]}x{img.shape[0]} -> {out.shape[1]}x{out.shape[0]}"
             done += 1
@@ -175,7 +191,14 @@ def run(args: argparse.Namespace) -> int:
         except UserError as exc:
             failed += 1
             bar.write(f"rdsrn upscale: failed: {exc}", file=sys.stderr)
-        except (OSError, ValueError, MemoryError, cv2.error) as exc:
+        except cv2.error as exc:
+            failed += 1
+            bar.write(f"rdsrn upscale: failed: {src}: OpenCV: {cv_reason(exc)}",
+                      file=sys.stderr)
+        except MemoryError:
+            failed += 1
+            bar.write(f"rdsrn upscale: failed: {src}: out of memory", file=sys.stderr)
+        except (OSError, ValueError) as exc:
             failed += 1
             bar.write(f"rdsrn upscale: failed: {src}: {exc}", file=sys.stderr)
         bar.update(1)
