@@ -50,9 +50,10 @@ def find_images(folder: str | Path) -> list[Path]:
 def _lr_crop(path: Path, scale: int, size: tuple[int, int],
              rng: np.random.Generator) -> np.ndarray | None:
     """A random LR crop (uint8 HxWx3) of one image, None if the image is too small."""
-    from rdsrn.data import make_lr, read_image
+    from rdsrn.data import make_lr
+    from rdsrn.evaluate import read_hr
 
-    img = read_image(path)
+    img = read_hr(path)  # any decoder failure: a UserError naming the file
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     ph, pw = size[0] * scale, size[1] * scale

@@ -17,6 +17,8 @@ from rdsrn.runtimes.errors import MissingExtraError, UserError
 from rdsrn.runtimes.formats import FORMATS, PRECISIONS
 
 from .calibration import DEFAULT_PATCHES
+from rdsrn.outputs import check_output_dir
+
 from .common import data_dir, human_size, parse_input_size
 
 FORMAT_CHOICES = (*FORMATS, "all")
@@ -40,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", default="dynamic", metavar="HxW|dynamic",
                         help="LR input size the file accepts (default: dynamic)")
     parser.add_argument("--out", default="exported", metavar="DIR",
-                        help="output folder (default: ./exported)")
+                        help="output folder, created if needed (default: ./exported, in "
+                             "the current directory); checked for writing before any work")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow / LiteRT log output (hidden by default)")
     parser.add_argument("--int8-io", default=None, metavar="uint8|int8",
                         help="tflite int8: dtype of input/output (default uint8, input scale "
                              "1/255)")
@@ -52,11 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-drop", type=float, default=None, metavar="DB",
                         help="int8: largest allowed Set5 Y-PSNR drop vs FP32 (default 0.3)")
     parser.add_argument("--eval-dir", default=None, metavar="DIR",
-                        help="HR images for the INT8 ΔPSNR gate (default: Set5 in "
-                             "../shared/data/test)")
+                        help="HR images for the INT8 ΔPSNR gate (default: "
+                             "$RDSRN_DATA/test/Set5, else ../shared/data/test/Set5)")
     parser.add_argument("--parity-dir", default=None, metavar="DIR",
                         help="images whose crops feed the parity check (default: --calib, "
                              "else ../shared/data/train, else the eval folder)")
+    parser.add_argument("--qat", action="store_true",
+                        help="int8: use the activation ranges learned by quantization-aware "
+                             "fine-tuning (stored in the weights' metadata) instead of "
+                             "calibrated ones")
+    parser.add_argument("--keep-float", default=None, metavar="GROUP[,GROUP]",
+                        help="onnx int8: layer groups left in float (shallow, body, cca, "
+                             "fusion, upsample, hfrrb, recon)")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                         help="development only: export a registry model with seeded random "
                              "weights when no shipped weights exist")
@@ -123,7 +135,8 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         data_dir() / "test" / "Set5"
     if precision == "int8" and not eval_dir.is_dir():
         raise UserError(f"INT8 ΔPSNR gate: evaluation folder {eval_dir} not found "
-                        "(--eval-dir DIR of HR test images)")
+                        "(--eval-dir DIR of HR test images, or set RDSRN_DATA to the "
+                        "folder holding test/Set5)")
     if args.parity_dir:
         parity_dir = Path(args.parity_dir).expanduser()
     elif calib is not None:
@@ -134,14 +147,24 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         parity_dir = eval_dir
     if not parity_dir.is_dir():
         raise UserError(f"no images for the parity check: {parity_dir} not found "
-                        "(--parity-dir DIR)")
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+                        "(--parity-dir DIR, or set RDSRN_DATA to the folder holding "
+                        "train/ and test/)")
+    # Relative to the working directory (./exported by default), never the package.
+    out = check_output_dir(Path(args.out).expanduser(), "--out")
     for f in formats:
         _need(NEEDS[f])
     _need(("torch", "safetensors"))
+    keep_float: tuple[str, ...] = ()
+    if args.qat and precision != "int8":
+        raise UserError("--qat applies to --precision int8 only")
+    if args.keep_float is not None:
+        from rdsrn.quant.groups import check_groups
+
+        if precision != "int8" or "onnx" not in formats:
+            raise UserError("--keep-float applies to --precision int8 --format onnx only")
+        keep_float = tuple(check_groups(args.keep_float.split(",")))
     return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
+                qat=bool(args.qat), keep_float=keep_float,
                 int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
                 input_size=input_size, calib=calib, eval_dir=eval_dir, parity_dir=parity_dir,
                 out=out)
@@ -164,6 +187,19 @@ def parity_sizes(input_size: tuple[int, int] | None) -> list[tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The export, with TensorFlow/LiteRT chatter filtered from stderr unless --verbose
+    or --debug (export/quiet.py)."""
+    import os
+
+    from .quiet import quiet_tf
+
+    verbose = (getattr(args, "verbose", False) or getattr(args, "debug", False)
+               or os.environ.get("RDSRN_DEBUG") == "1")
+    with quiet_tf(enabled=not verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     p = plan(args)
     from .calibration import make_calibration_set
     from .parity import parity_inputs
@@ -172,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     src = load_source(args.model, random_seed=args.random_weights)
     scale = int(src.config["scale"])
+    if p["qat"] and not src.qat:
+        raise UserError(f"--qat: {src.weights_file or src.name} holds FP32-only weights, no "
+                        "QAT ranges (train them with `rdsrn train --config rdsrn_x4_qat`)")
     weights = (f"{src.weights_file} (sha256 {src.weights_sha256[:12]})" if src.weights_file
                else f"{src.weights_sha256} (development only)")
     print(f"[export] model {src.name} x{scale} R={src.config['recursions']} "
@@ -202,12 +241,16 @@ def run(args: argparse.Namespace) -> int:
             from .onnx_export import export_onnx
 
             results.append(export_onnx(src, out, p["precision"], act_type=p["int8_act"],
-                                       calib_method=p["calib_method"], **common))
+                                       calib_method=p["calib_method"], qat=p["qat"],
+                                       keep_float=p["keep_float"], **common))
         else:
             from .tflite_export import export_tflite
 
             results.append(export_tflite(src, out, p["precision"], int8_io=p["int8_io"],
                                          **common))
+            from .gpu_compat import report_for_export  # writes OUT.tflite.gpu.md
+
+            report_for_export(out, log=common["log"])
     print(summary(results, time.perf_counter() - t0))
     return 0
 

@@ -79,11 +79,16 @@ class StepLog:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file + rename), creating the folder."""
+    """Write `data` to `path` atomically (temp file + rename), creating the folder; an
+    OSError is a one-line UserError and leaves no partial file."""
     from rdsrn.data import write_bytes_atomic
+    from rdsrn.outputs import write_error
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, data)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+    except OSError as exc:  # disk full, folder removed or made read-only meanwhile
+        raise write_error(path, exc) from None
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:

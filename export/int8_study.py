@@ -150,10 +150,11 @@ NOTES = """\
   output's quantization range is then the pixel range and no code point is spent on
   over/undershoot that every caller clips anyway. All parity figures compare with the
   clamped PyTorch output.
-- ΔPSNR = Y-PSNR of the FP32 PyTorch model minus that of the INT8 file, standard
-  protocol (MATLAB bicubic LR, BT.601 Y, `scale` border pixels cropped); positive means
-  the INT8 file is worse. `rdsrn export` stores it in the file's metadata and refuses a
-  file above `--max-drop` (default 0.3 dB).
+- ΔPSNR = Y-PSNR of the INT8 file minus that of the FP32 PyTorch model, standard
+  protocol (MATLAB bicubic LR, BT.601 Y, `scale` border pixels cropped); negative means
+  the INT8 file is worse (the sign of `rdsrn export`, the metadata and every table).
+  `rdsrn export` stores it in the file's metadata and refuses a file that loses more
+  than `--max-drop` (default 0.3 dB).
 - ONNX: onnxruntime static quantization, QDQ. U8S8 (uint8 activations, int8 weights) is
   the default because it is faster than S8S8 on x86 (speed table); S8S8 is available with
   `--int8-act int8`.
@@ -172,7 +173,7 @@ def render(report: dict[str, Any]) -> str:
              f"CPU: {report['cpu']}.", ""]
     if report.get("variants"):
         sets = list(report["fp32"])
-        lines += ["## ΔPSNR of quantization variants (Y channel, dB; lower is better)", "",
+        lines += ["## ΔPSNR of quantization variants (Y channel, dB; negative = worse than FP32)", "",
                   "FP32 PyTorch: " + ", ".join(f"{d} {v:.3f} dB"
                                                for d, v in report["fp32"].items()), "",
                   "| variant | format | calibration | " + " | ".join(
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             for d, f in folders.items():
                 p = evaluate(run, f, scale)
                 row[d] = round(p, 4)
-                row[f"d_{d}"] = round(base[d] - p, 4)
+                row[f"d_{d}"] = round(p - base[d], 4)  # negative: INT8 worse
             row["seconds"] = round(time.perf_counter() - t, 1)
             rows.append(row)
             print(row, flush=True)

@@ -120,6 +120,28 @@ def dedupe_initializers(model: Any) -> int:
     return len(rename)
 
 
+def copy_io_dim_names(src: Any, dst: Any) -> int:
+    """Give `dst`'s graph inputs/outputs the symbolic dimension names of `src` (same
+    I/O). Quantization's symbolic shape inference renames them (the INT8 output became
+    [DepthToSpace_184_o0__d0, 3, ..._d2, ..._d3]); every file must read [batch, 3,
+    out_height, out_width]. The renaming is applied to every value_info too, so the graph
+    stays consistent. Returns how many names changed."""
+    rename: dict[str, str] = {}
+    for a, b in zip(list(src.graph.input) + list(src.graph.output),
+                    list(dst.graph.input) + list(dst.graph.output)):
+        for da, db in zip(a.type.tensor_type.shape.dim, b.type.tensor_type.shape.dim):
+            if da.dim_param and db.dim_param and da.dim_param != db.dim_param:
+                rename[db.dim_param] = da.dim_param
+    if not rename:
+        return 0
+    values = (list(dst.graph.input) + list(dst.graph.output) + list(dst.graph.value_info))
+    for v in values:
+        for d in v.type.tensor_type.shape.dim:
+            if d.dim_param in rename:
+                d.dim_param = rename[d.dim_param]
+    return len(rename)
+
+
 def prune_opset_imports(model: Any) -> None:
     """Drop opset imports of domains no node uses (the quantization pre-processing
     declares a dozen; older onnxruntime builds reject some of their versions)."""
@@ -197,12 +219,14 @@ def _chunk(n: int, most: int = 8) -> int:
 
 def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
                   method: str = "minmax", exclude_cca: bool = False,
-                  percentile: float = 99.999) -> tuple[Any, dict[str, Any]]:
+                  percentile: float = 99.999,
+                  keep_float: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
     """Static QDQ quantization of an FP32 onnx.ModelProto; returns (model, info).
 
     Weights int8 per output channel (symmetric); activations `act_type` (asymmetric),
     ranges from `calib` by `method`. `exclude_cca` keeps the channel attention's ops
-    (mean/std/MLP/sigmoid/mul) in float.
+    (mean/std/MLP/sigmoid/mul) in float; `keep_float` names layer groups
+    (rdsrn.quant.qat.GROUPS) whose nodes stay float.
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -215,6 +239,10 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
     nodes_to_exclude = []
     if exclude_cca:
         nodes_to_exclude = [n.name for n in fp32.graph.node if "/cca/" in n.name]
+    if keep_float:
+        from .qat_ranges import nodes_outside
+
+        nodes_to_exclude += nodes_outside(fp32, set(keep_float), inside=True)
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True,
                              "CalibStridedMinMax": _chunk(len(calib.patches))}
     if method == "percentile":
@@ -230,13 +258,15 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
                         extra_options=extra)
         q = onnx.load(str(dst))
     prune_opset_imports(q)
+    copy_io_dim_names(fp32, q)
     info = {"method": f"onnxruntime static QDQ, {method} calibration"
                       + (f" ({percentile} percentile)" if method == "percentile" else ""),
             "weights": "int8 symmetric, per output channel",
             "activations": f"{act_type} asymmetric, per tensor",
             "io": "float32 (QuantizeLinear/DequantizeLinear inside the graph)",
-            "float_ops": "channel attention (CCA)" if exclude_cca else "none beyond ORT's "
-                         "unquantized op types",
+            "float_ops": "channel attention (CCA)" if exclude_cca else
+                         (f"layer groups {', '.join(keep_float)}" if keep_float else
+                          "none beyond ORT's unquantized op types"),
             "calibration": calib.info}
     return q, info
 
@@ -246,17 +276,27 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
                 parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
                 max_drop: float = DEFAULT_MAX_DROP, act_type: str = "uint8",
                 calib_method: str = "minmax", exclude_cca: bool = False,
+                qat: bool = False, keep_float: tuple[str, ...] = (),
                 log: Any = print) -> ExportResult:
     """Export `src` to one .onnx file at `out_path`, gated by parity (see parity.py).
 
     fp32: torch -> ONNX -> onnxsim; gate max |diff| vs torch <= 1e-4 on `parity_inputs`
     (float32 NHWC [1, h, w, 3] real-image crops). int8: the FP32 graph quantized with
     `calib`, ΔPSNR on `eval_dir` (Set5) vs the FP32 torch model gated by `max_drop`.
+    `qat`: the activation grids are the ones the weights' QAT learned (their "qat"
+    metadata) instead of calibrated ones, and the file is also compared with the
+    fake-quant PyTorch model; `keep_float`: layer groups left in float.
     The file is written only after its gate passed.
     """
     out_path = Path(out_path)
     if precision not in ("fp32", "int8"):
         raise ValueError(f"onnx: unsupported precision {precision!r}")
+    qat_model = None
+    if qat and precision == "int8":
+        from .qat_ranges import qat_model_of
+
+        qat_model = qat_model_of(src)
+        keep_float = tuple(sorted(set(keep_float) | set(qat_model.float_groups)))
     steps = StepLog(f"onnx {precision}", log)
     model = src.model
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -286,11 +326,24 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
             raise ValueError("int8 export needs calibration data")
         with steps.step(f"quantize INT8 (QDQ, per-channel, {act_type} activations, "
                         f"{calib.info['patches']} patches)") as s:
+            fp32_proto = proto
             proto, quant = quantize_int8(proto, calib, act_type=act_type, method=calib_method,
-                                         exclude_cca=exclude_cca)
+                                         exclude_cca=exclude_cca, keep_float=keep_float)
             proto.ir_version = max(proto.ir_version, IR_VERSION)
             s["size"] = proto.ByteSize()
+        if qat_model is not None:
+            from .qat_ranges import apply_onnx_ranges
+
+            with steps.step("QAT: learned activation grids into the QDQ graph") as s:
+                applied = apply_onnx_ranges(proto, fp32_proto, qat_model, parity_inputs[0])
+                s["note"] = f"{applied['tensors']} tensors, int32 biases requantized"
+            quant["ranges"] = "learned by quantization-aware fine-tuning (QAT)"
         run = onnx_runner(proto.SerializeToString())
+        if qat_model is not None:
+            from .qat_ranges import gate_fakequant
+
+            quant["parity_fakequant"] = gate_fakequant(steps, run, qat_model, parity_inputs,
+                                                       str(out_path))
         with steps.step("parity vs PyTorch (real-image crops)") as s:
             parity = compare(run, ref, parity_inputs)
             s["note"] = f"PSNR vs torch {parity['psnr_vs_torch']} dB"

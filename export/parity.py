@@ -7,8 +7,8 @@ pixel range), the PyTorch model does not; every comparison here is against the
 - FP32: max |artifact - torch| over real-image crops, in [0, 1] units (gate 1e-4).
 - FP16: PSNR of the artifact output vs the torch output over those crops (gate 50 dB).
 - INT8: Y-PSNR on Set5 at the model's scale (standard protocol, rdsrn.evaluate) of the
-  artifact and of the FP32 PyTorch model; their difference is the ΔPSNR (gate
-  --max-drop). Fixed-size artifacts are run tile by tile, and so is the torch model
+  artifact and of the FP32 PyTorch model; ΔPSNR = artifact - FP32, negative when the
+  artifact is worse (gate: ΔPSNR >= -max_drop). Fixed-size artifacts are run tile by tile, and so is the torch model
   they are compared with, on the same tiles.
 """
 
@@ -133,14 +133,14 @@ def tiled(run: Runner, size: tuple[int, int]) -> Runner:
 def parity_inputs(folder: str | Path, sizes: list[tuple[int, int]],
                   seed: int = 1) -> list[np.ndarray]:
     """Real-image LR crops, one per size: float32 NHWC [1, h, w, 3] in [0, 1]."""
-    from rdsrn.data import read_image
+    from rdsrn.evaluate import read_hr
 
     files = find_images(folder)
     rng = np.random.default_rng(seed)
     out = []
     for i, (h, w) in enumerate(sizes):
         for _ in range(len(files)):
-            img = read_image(files[int(rng.integers(len(files)))])
+            img = read_hr(files[int(rng.integers(len(files)))])
             if img.ndim == 2:
                 img = np.repeat(img[:, :, None], 3, axis=2)
             if img.shape[0] >= h and img.shape[1] >= w:
@@ -205,7 +205,8 @@ def delta_psnr(run: Runner, ref: Runner, eval_dir: str | Path, scale: int) -> di
     """Y-PSNR on `eval_dir` (standard protocol) of the artifact and the FP32 reference.
 
     Returns {"dataset", "images", "psnr_fp32", "psnr", "delta_psnr"} (dB, 4 decimals);
-    delta_psnr = psnr_fp32 - psnr (positive: the artifact is worse).
+    delta_psnr = psnr - psnr_fp32: negative when the artifact is worse than FP32 (the
+    sign used everywhere: exporter output, metadata, README and benchmark tables).
     """
     from rdsrn.evaluate import evaluate_dataset
 
@@ -214,15 +215,16 @@ def delta_psnr(run: Runner, ref: Runner, eval_dir: str | Path, scale: int) -> di
     return {"dataset": r_ref["dataset"], "images": r_ref["images"],
             "psnr_fp32": round(r_ref["psnr"], 4), "psnr": round(r_art["psnr"], 4),
             "ssim_fp32": round(r_ref["ssim"], 5), "ssim": round(r_art["ssim"], 5),
-            "delta_psnr": round(r_ref["psnr"] - r_art["psnr"], 4)}
+            "delta_psnr": round(r_art["psnr"] - r_ref["psnr"], 4)}
 
 
 def gate_int8(result: dict[str, Any], max_drop: float, what: str) -> None:
-    if result["delta_psnr"] > max_drop:
+    """Fail when the artifact loses more than `max_drop` dB (delta_psnr < -max_drop)."""
+    if -result["delta_psnr"] > max_drop:
         raise GateError(f"{what}: INT8 accuracy gate failed: {result['dataset']} Y-PSNR "
                         f"{result['psnr']:.2f} dB vs FP32 {result['psnr_fp32']:.2f} dB, "
-                        f"drop {result['delta_psnr']:.3f} dB > --max-drop {max_drop:g}; "
-                        "no file written")
+                        f"Δ {result['delta_psnr']:+.3f} dB, a drop beyond --max-drop "
+                        f"{max_drop:g}; no file written")
 
 
 def measure_int8_drop(steps: Any, run: Runner, ref: Runner, eval_dir: str | Path | None,
@@ -237,6 +239,6 @@ def measure_int8_drop(steps: Any, run: Runner, ref: Runner, eval_dir: str | Path
             (tiled(run, input_size), tiled(ref, input_size))
         eval_info = delta_psnr(r_run, r_ref, eval_dir, scale)
         s["note"] = (f"{eval_info['psnr']:.3f} dB vs {eval_info['psnr_fp32']:.3f} dB, "
-                     f"Δ {eval_info['delta_psnr']:.3f} dB")
+                     f"Δ {eval_info['delta_psnr']:+.3f} dB")
     gate_int8(eval_info, max_drop, what)
     return eval_info

@@ -26,6 +26,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# What a command needs beyond the runtime side, for the one-line error when an optional
+# package is missing: (top-level module names, what to call them, pip extra).
+_NEEDS: dict[str, tuple[frozenset[str], str, str]] = {
+    "train": (frozenset({"torch", "yaml", "safetensors", "matplotlib"}), "PyTorch", "train"),
+    "eval": (frozenset({"torch", "safetensors"}), "PyTorch", "train"),
+    "export": (frozenset({"torch", "safetensors", "yaml", "tensorflow", "onnx", "onnxsim",
+                          "onnxruntime", "ai_edge_litert", "tf_keras"}),
+               "PyTorch and TensorFlow", "export"),
+    "bench": (frozenset({"torch", "safetensors"}), "PyTorch", "train"),
+}
+
+
+def missing_extra_message(command: str, exc: ImportError) -> str | None:
+    """The one-line error for `command` failing on a missing optional package, or None
+    when the missing module is not one of the command's optional dependencies."""
+    missing = (exc.name or "").split(".")[0]
+    modules, what, extra = _NEEDS.get(command, (frozenset(), "", ""))
+    if missing not in modules:
+        return None
+    return (f"rdsrn {command} needs {what} ({missing} is not installed): "
+            f"pip install 'rdsrn[{extra}]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rdsrn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rdsrn {__version__}")
@@ -50,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rdsrn: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        msg = missing_extra_message(args.command, exc)
+        if debug or msg is None:
+            raise
+        print(f"rdsrn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except (UserError, FileNotFoundError, KeyError, ValueError) as exc:
         if debug:
             raise

@@ -1,20 +1,23 @@
 """`rdsrn eval`: PSNR / SSIM (Y channel) of a model on standard SR test sets.
 
 --model accepts `bicubic` (the baseline), a registry name (its shipped weights), a
-.safetensors weights file (architecture from its metadata), or an exported .onnx /
-.tflite file (run by runtimes.Upscaler). Heavy imports happen inside `run`.
+.safetensors weights file (architecture from its metadata), an exported .onnx /
+.tflite file or the name of a bundled one (rdsrn_x4_int8; run by runtimes.Upscaler).
+Heavy imports happen inside `run`. bicubic and artifacts need only numpy, OpenCV and
+one runtime (no torch); registry names and .safetensors need torch (rdsrn[train]).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rdsrn.runtimes.errors import UserError
+from rdsrn.runtimes.errors import MissingExtraError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_SUFFIXES = (".onnx", ".tflite")
@@ -22,12 +25,14 @@ EXPORT_SUFFIXES = (".onnx", ".tflite")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="bicubic", metavar="NAME|FILE",
-                        help="'bicubic', a registry name (e.g. rdsrn_x4), a .safetensors "
-                             "weights file, or an exported .onnx/.tflite file "
-                             "(default: bicubic)")
+                        help="'bicubic', a registry name (e.g. rdsrn_x4: its shipped "
+                             "PyTorch weights, needs torch), a .safetensors weights file, "
+                             "an exported .onnx/.tflite file or a bundled one by name "
+                             "(e.g. rdsrn_x4_int8; no torch needed) (default: bicubic)")
     parser.add_argument("--data", default="Set5", metavar="DIR[,DIR...]",
                         help="comma-separated folders of HR images, or names of test sets "
-                             "in ../shared/data/test (Set5, Set14, BSD68); default: Set5")
+                             "(Set5, Set14, BSD68) looked up in $RDSRN_DATA/test, else in "
+                             "../shared/data/test beside the source checkout; default: Set5")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
                         help="upscaling factor (default: the model's; required for bicubic)")
     parser.add_argument("--json", default=None, metavar="FILE",
@@ -36,12 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip unreadable / non-image files (listed) instead of failing")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for the model (default: the library's choice)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no per-image progress bar (it is shown on stderr only when "
+                             "stderr is a terminal)")
 
 
 def data_root() -> Path:
     """Where named test sets live: $RDSRN_DATA/test, else ../shared/data/test."""
     env = os.environ.get("RDSRN_DATA")
     return (Path(env) if env else REPO.parent / "shared" / "data") / "test"
+
+
+def _not_found(item: str, root: Path) -> UserError:
+    """The error for a --data item that is neither a folder nor a known test set: it
+    lists every place looked in and how to point RDSRN_DATA at the data."""
+    looked = [str(Path(item).expanduser().absolute())]
+    if "/" not in item and os.sep not in item:
+        looked.append(str(root / item))
+    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    hint = f"; known test sets: {', '.join(known)}" if known else ""
+    env = os.environ.get("RDSRN_DATA")
+    how = (f"RDSRN_DATA={env}" if env else
+           "RDSRN_DATA is not set: set it to the folder that holds test/Set5, test/Set14, ...")
+    return UserError(f"{item}: no such folder or test set (looked in: {', '.join(looked)}"
+                     f"{hint}; {how})")
 
 
 def resolve_datasets(spec: str) -> list[Path]:
@@ -60,9 +83,7 @@ def resolve_datasets(spec: str) -> list[Path]:
         if "/" not in item and os.sep not in item and named.is_dir():
             folders.append(named)
             continue
-        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        hint = f" (known test sets: {', '.join(known)})" if known else ""
-        raise UserError(f"{item}: no such folder or test set{hint}")
+        raise _not_found(item, root)
     return folders
 
 
@@ -79,6 +100,33 @@ def _torch_model_fn(model: Any, threads: int | None) -> tuple[Callable, int]:
     return torch_upscale_fn(model), int(model.scale)
 
 
+def _bundled_artifact(name: str) -> Path | None:
+    """The bundled model file (runtimes/models/) named exactly `name` (file name or
+    stem, e.g. rdsrn_x4_int8.tflite / rdsrn_x4_int8), else None. Registry names such
+    as rdsrn_x4 are not bundled names: they mean the PyTorch weights."""
+    from rdsrn.runtimes.bundled import bundled_models, resolve_model
+
+    if "/" in name or os.sep in name:
+        return None
+    if any(name in (p.name, p.stem) for p in bundled_models()):
+        return resolve_model(name)
+    return None
+
+
+def _need_torch(model_spec: str, what: str) -> None:
+    """MissingExtraError (one line, names the extra) when torch is not installed."""
+    try:
+        if importlib.util.find_spec("torch") is not None:
+            return
+    except (ImportError, ValueError):  # a broken or blocked torch counts as missing
+        pass
+    err = MissingExtraError("torch", "train")
+    err.args = (f"--model {model_spec}: {what} runs in PyTorch, and torch is not installed: "
+                "pip install 'rdsrn[train]' (exported models need no torch: --model "
+                "FILE.onnx|FILE.tflite, or a bundled one such as rdsrn_x4_int8)",)
+    raise err
+
+
 def build_upscaler(model_spec: str, scale: int | None,
                    threads: int | None = None) -> tuple[Callable, int]:
     """(upscale_fn, scale) for a --model value; UserError if --scale disagrees."""
@@ -89,7 +137,12 @@ def build_upscaler(model_spec: str, scale: int | None,
         return bicubic_upscale_fn(scale), scale
 
     lower = model_spec.lower()
+    # A bundled model by name ("rdsrn_x4_int8", "rdsrn_x4_fp32.onnx") unless a file of
+    # that name is here.
+    bundled = None if lower.endswith(".safetensors") or Path(model_spec).exists() \
+        else _bundled_artifact(model_spec)
     if lower.endswith(".safetensors"):
+        _need_torch(model_spec, "a .safetensors weights file")
         from .models import create_model
         from .weights import load_into, load_state
 
@@ -107,21 +160,20 @@ def build_upscaler(model_spec: str, scale: int | None,
                 from None
         load_into(model, model_spec)
         fn, model_scale = _torch_model_fn(model, threads)
-    elif lower.endswith(EXPORT_SUFFIXES):
-        if not Path(model_spec).is_file():
+    elif lower.endswith(EXPORT_SUFFIXES) or bundled is not None:
+        path = bundled or Path(model_spec)
+        if not path.is_file():
             raise UserError(f"{model_spec}: model file not found")
-        try:
-            from rdsrn.runtimes import Upscaler
-        except ImportError as exc:
-            raise UserError(f"cannot run {model_spec}: runtimes.Upscaler unavailable ({exc})") \
-                from None
+        from rdsrn.runtimes import Upscaler
+
         # tile=0: whole-image passes like the torch path (fixed-size models still tile).
-        upscaler = Upscaler(model_spec, threads=threads, tile=0)
+        upscaler = Upscaler(path, threads=threads, tile=0)
         fn, model_scale = upscaler.upscale, int(upscaler.scale)
     else:
         if Path(model_spec).exists():
             raise UserError(f"{model_spec}: unknown model file type (expected .safetensors, "
                             ".onnx or .tflite)")
+        _need_torch(model_spec, "a registry name (its shipped PyTorch weights)")
         from .models import create_model
 
         fn, model_scale = _torch_model_fn(create_model(model_spec, pretrained=True), threads)
@@ -133,9 +185,24 @@ def build_upscaler(model_spec: str, scale: int | None,
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write `obj` as JSON atomically; an OSError (disk full, ...) is a one-line UserError."""
     from .data import write_bytes_atomic
+    from .outputs import write_error
 
-    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+    try:
+        write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def _check_json_target(path: str, model_spec: str, folders: list[Path]) -> None:
+    """--json must be writable and must not be one of the inputs."""
+    from .outputs import check_output_file
+
+    target = check_output_file(path, "--json").resolve()
+    images = {p.resolve() for f in folders for p in f.iterdir() if p.is_file()}
+    if target == Path(model_spec).resolve() or target in images:
+        raise UserError(f"--json {path}: would write over an input file")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -152,14 +219,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--threads must be >= 1")
     folders = resolve_datasets(args.data)
     if args.json:
-        json_dir = Path(args.json).parent
-        if not json_dir.is_dir():
-            raise UserError(f"--json: folder {json_dir} does not exist")
+        _check_json_target(args.json, args.model, folders)
     fn, scale = build_upscaler(args.model, args.scale, args.threads)
 
+    progress = not getattr(args, "quiet", False) and sys.stderr.isatty()
     rows = []
     for folder in folders:
-        result = evaluate_dataset(fn, folder, scale, skip_bad=args.skip_bad)
+        result = evaluate_dataset(fn, folder, scale, skip_bad=args.skip_bad,
+                                  progress=progress)
         for s in result["skipped"]:
             print(f"rdsrn eval: skipped {s['reason']}", file=sys.stderr)
         rows.append({"model": args.model, "dataset": result["dataset"], "scale": scale,

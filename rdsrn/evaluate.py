@@ -8,9 +8,11 @@ computed like that of any RGB image (as BasicSR does when it reads it with OpenC
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+import cv2
 import numpy as np
 
 from rdsrn.runtimes.errors import UserError
@@ -48,8 +50,33 @@ def torch_upscale_fn(model: Any, device: str = "cpu") -> UpscaleFn:
     return upscale
 
 
+# What an image decoder can raise besides UserError: OpenCV assertions (a header claiming
+# 10^10 pixels, a malformed file), I/O errors, an allocation that does not fit.
+READ_ERRORS = (cv2.error, OSError, MemoryError)
+
+
+def read_error_reason(exc: BaseException) -> str:
+    """One short line for a decoder exception (OpenCV's 'file:line: error: (-215...)'
+    prefix dropped)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, cv2.error) and "error: " in text:
+        text = text.split("error: ", 1)[1]
+    return text
+
+
+def read_hr(path: Path) -> np.ndarray:
+    """rdsrn.data.read_image, with every decoder failure a UserError naming the file
+    (so --skip-bad can skip it)."""
+    try:
+        return read_image(path)
+    except UserError:
+        raise
+    except READ_ERRORS as exc:
+        raise UserError(f"{path}: not a readable image ({read_error_reason(exc)})") from None
+
+
 def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[float, float]:
-    hr = read_image(path)
+    hr = read_hr(path)
     gray = hr.ndim == 2
     if gray:
         hr = np.repeat(hr[:, :, None], 3, axis=2)
@@ -74,18 +101,24 @@ def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[floa
 
 
 def evaluate_dataset(upscale_fn: UpscaleFn, folder: str | Path, scale: int, *,
-                     skip_bad: bool = False) -> dict[str, Any]:
+                     skip_bad: bool = False, progress: bool = False) -> dict[str, Any]:
     """Evaluate `upscale_fn` on every image in `folder` at `scale`.
 
     Returns {"dataset": folder name, "folder", "scale", "images": number evaluated,
     "psnr": mean dB, "ssim": mean, "per_image": [{"name", "psnr", "ssim"}],
     "skipped": [{"file", "reason"}]}. An unreadable / non-image / too-small file raises
     UserError naming it, or with `skip_bad` is skipped and listed under "skipped".
+    `progress` shows a per-image progress bar on stderr (tqdm).
     """
     folder = Path(folder)
     per_image: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for path in list_images(folder):
+    files: Iterable[Path] = list_images(folder)
+    if progress:
+        from tqdm import tqdm
+
+        files = tqdm(files, desc=folder.name, unit="img", file=sys.stderr, leave=False)
+    for path in files:
         try:
             psnr, ssim = _evaluate_image(upscale_fn, path, scale)
         except UserError as exc:

@@ -18,7 +18,7 @@ Every artifact carries its metadata inside the file as one JSON object under the
     rdsrn_version package version that wrote it
     weights_sha256 hash of the source weights
     parity        measured parity vs PyTorch: {"max_abs_diff": ..., "psnr_vs_torch": ...}
-    delta_psnr    INT8 only: Set5 Y-PSNR drop vs the FP32 model, dB
+    delta_psnr    INT8 only: Set5 Y-PSNR minus that of the FP32 model, dB (negative: worse)
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def test_onnx_int8_qdq(tmp_path, data_dir, set5_dir):
     meta = res.metadata
     assert meta["precision"] == "int8" and "delta_psnr" in meta
     assert meta["quantization"]["calibration"]["patches"] == calib.patches.shape[0]
-    assert meta["delta_psnr"] == pytest.approx(meta["eval"]["psnr_fp32"] - meta["eval"]["psnr"],
+    assert meta["delta_psnr"] == pytest.approx(meta["eval"]["psnr"] - meta["eval"]["psnr_fp32"],
                                                abs=1e-3)
     # INT8 output still follows the model closely on a real crop.
     x = crop_inputs(data_dir, [(24, 24)])[0]

@@ -27,6 +27,7 @@ class TrainConfig:
     model: str = "rdsrn_x4"  # registry name (rdsrn.models.list_models())
     model_args: dict = field(default_factory=dict)  # constructor overrides, e.g. {recursions: 1}
     init_from: str = ""  # optional .safetensors/.pt to start from (shape-matching tensors only; fine-tuning)
+    qat: dict = field(default_factory=dict)  # quantization-aware fine-tuning, e.g. {calib_patches: 32}; see rdsrn/training/qat.py
     # --- data
     train_dirs: list = field(default_factory=lambda: ["../shared/data/train"])  # HR image folders (recursive)
     val_dir: str = "../shared/data/test/Set5"  # HR validation images (never trained on)
@@ -34,6 +35,8 @@ class TrainConfig:
     patch_size: int = 48  # LR patch side, pixels (HR patch = patch_size * scale)
     batch_size: int = 16  # patches per iteration (per process under torchrun)
     augment: bool = True  # random flips and 90-degree rotations
+    sampler: str = "auto"  # patch sampling: "host" (numpy, RAM), "device" (uint8 set resident on the
+    #   training device, crops/flips/rotations there: no host work per step), "auto" (device on CUDA)
     # --- optimisation
     iterations: int = 100000  # total optimizer steps
     lr: float = 1e-3  # Adam peak learning rate
@@ -46,9 +49,11 @@ class TrainConfig:
     gamma: float = 0.5  # multistep factor
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     ema_decay: float = 0.999  # EMA of weights, used for validation and export (0 disables)
+    loss: str = "l1"  # "l1", "l2" (MSE) or "charbonnier" (sqrt(d^2 + 1e-6), a smooth L1)
     # --- runtime
     precision: str = "auto"  # "auto" (bf16 on AMX/AVX512-BF16 CPUs, AMP on CUDA), "bf16", "fp32"
     channels_last: bool = True  # NHWC memory format (faster with bf16 on CPU)
+    compile: bool = False  # torch.compile the training forward/backward (pays on CUDA)
     threads: int = 0  # torch intra-op threads (0: leave torch's default)
     seed: int = 0  # seed of data sampling and initialisation
     device: str = "auto"  # "auto", "cpu" or "cuda"
@@ -107,6 +112,8 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> TrainC
         raise UserError(f"config file not found: {path}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config ({exc})") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
@@ -116,9 +123,117 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> TrainC
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        apply(cfg, {key.strip(): yaml.safe_load(raw)}, "--set")
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise UserError(f"precision must be auto, bf16 or fp32, got {cfg.precision!r}")
-    if cfg.schedule not in ("cosine", "multistep"):
-        raise UserError(f"schedule must be cosine or multistep, got {cfg.schedule!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item}: value is not valid YAML "
+                            f"({str(exc).splitlines()[0]})") from None
+        apply(cfg, {key.strip(): value}, "--set")
+    check_values(cfg)
     return cfg
+
+
+def _fail(key: str, value: Any, rule: str) -> UserError:
+    return UserError(f"config key {key!r}: {value!r} {rule}")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """Range-check every value (types are checked by `apply`); UserError naming the key.
+
+    Runs before any data is loaded, so a bad value fails in a second instead of
+    crashing minutes later (at the first log line, checkpoint or validation).
+    NaN fails every range check (comparisons with NaN are false).
+    """
+    c = cfg
+    at_least = {"patch_size": 1, "batch_size": 1, "iterations": 1, "ckpt_every": 1,
+                "log_every": 1, "warmup_iters": 0, "threads": 0, "seed": 0, "val_every": 0}
+    for key, low in at_least.items():
+        value = getattr(c, key)
+        if not (isinstance(value, int) and value >= low):
+            raise _fail(key, value, f"must be an integer >= {low}")
+    if not (c.lr > 0 and c.lr < float("inf")):
+        raise _fail("lr", c.lr, "must be > 0")
+    if not (0 <= c.min_lr <= c.lr):
+        raise _fail("min_lr", c.min_lr, f"must be in [0, lr={c.lr:g}]")
+    for key in ("weight_decay", "grad_clip", "max_minutes"):
+        value = getattr(c, key)
+        if not (0 <= value < float("inf")):
+            raise _fail(key, value, "must be >= 0 (0 disables)" if key != "weight_decay"
+                        else "must be >= 0")
+    if not (0 <= c.ema_decay < 1):
+        raise _fail("ema_decay", c.ema_decay, "must be in [0, 1) (0 disables)")
+    if not (0 < c.gamma < float("inf")):
+        raise _fail("gamma", c.gamma, "must be > 0")
+    if len(c.betas) != 2 or not all(_is_num(b) and 0 <= b < 1 for b in c.betas):
+        raise _fail("betas", c.betas, "must be two numbers in [0, 1)")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1
+               for m in c.milestones) or list(c.milestones) != sorted(c.milestones):
+        raise _fail("milestones", c.milestones, "must be increasing integers >= 1")
+    if c.precision not in ("auto", "bf16", "fp32"):
+        raise _fail("precision", c.precision, "must be auto, bf16 or fp32")
+    if c.schedule not in ("cosine", "multistep"):
+        raise _fail("schedule", c.schedule, "must be cosine or multistep")
+    if c.sampler not in ("auto", "host", "device"):
+        raise _fail("sampler", c.sampler, "must be auto, host or device")
+    if c.loss not in ("l1", "l2", "charbonnier"):
+        raise _fail("loss", c.loss, "must be l1, l2 or charbonnier")
+    dev = c.device
+    if not (dev in ("auto", "cpu", "cuda") or
+            (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise _fail("device", dev, "must be auto, cpu, cuda or cuda:N")
+    if not c.train_dirs or not all(isinstance(d, str) and d for d in c.train_dirs):
+        raise _fail("train_dirs", c.train_dirs, "must be a non-empty list of folders")
+    for key in ("out_dir", "cache_dir"):
+        if not getattr(c, key):
+            raise _fail(key, getattr(c, key), "must name a folder")
+    if not isinstance(c.model_args, dict) or not all(isinstance(k, str) for k in c.model_args):
+        raise _fail("model_args", c.model_args, "must be a mapping of constructor arguments")
+
+
+def build_model(cfg: TrainConfig) -> Any:
+    """The model of `cfg` (CPU, float32), with its model_args checked against the
+    constructor: unknown keys, wrong types and values the model cannot run with (R=0,
+    channels=0, ...) are one-line UserErrors. A forward pass on an 8x8 input proves it
+    runs. Needs torch."""
+    import inspect
+    import warnings
+
+    import torch
+
+    from rdsrn.models import _REGISTRY, list_models, unknown_name_message
+
+    if cfg.model not in _REGISTRY:
+        raise UserError(f"config key 'model': {unknown_name_message('model', cfg.model, list_models())}")
+    ctor = _REGISTRY[cfg.model][0]
+    params = {n: p for n, p in inspect.signature(ctor).parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    hints = typing.get_type_hints(ctor.__init__)
+    for key, value in cfg.model_args.items():
+        if key not in params:
+            hint = difflib.get_close_matches(key, list(params), n=1)
+            tail = f"; did you mean {hint[0]!r}?" if hint else f"; {cfg.model} takes: {', '.join(params)}"
+            raise UserError(f"config key 'model_args': {cfg.model} has no argument {key!r}{tail}")
+        expected = hints.get(key)
+        ok = expected is None or (isinstance(value, expected) and not isinstance(value, bool)) \
+            or (expected is float and _is_num(value))
+        if not ok:
+            raise UserError(f"config key 'model_args': {key} expects {expected.__name__}, "
+                            f"got {type(value).__name__} ({value!r})")
+    from rdsrn.models import create_model
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-size init warnings before the error
+            model = create_model(cfg.model, **cfg.model_args)
+            in_ch = int(getattr(model, "config", {}).get("in_channels", 3))
+            with torch.no_grad():
+                model.eval()(torch.rand(1, in_ch, 8, 8))
+    except Exception as exc:  # the constructors raise ValueError/TypeError/RuntimeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"config key 'model_args' {cfg.model_args}: {cfg.model} cannot be "
+                        f"built or run ({first})") from None
+    return model.train()

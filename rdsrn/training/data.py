@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from typing import Callable
+
 import numpy as np
 import torch
 
 from rdsrn.runtimes.errors import UserError
+
+from ..evaluate import READ_ERRORS, read_error_reason
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -32,6 +36,19 @@ def find_images(folders: list[str]) -> list[Path]:
     return files
 
 
+def read_training_image(path: Path, read_image: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """`read_image(path)`, with any decoder failure (OpenCV assertion on a huge or
+    malformed header, an I/O error) turned into a one-line UserError naming the file:
+    training does not silently drop part of its data set."""
+    try:
+        return read_image(path)
+    except UserError as exc:
+        raise UserError(f"training image {exc}") from None
+    except READ_ERRORS as exc:
+        raise UserError(f"training image {path}: not readable "
+                        f"({read_error_reason(exc)})") from None
+
+
 def _cached_lr(hr: np.ndarray, scale: int, path: Path, cache_dir: Path) -> np.ndarray:
     from ..data import make_lr
 
@@ -39,8 +56,12 @@ def _cached_lr(hr: np.ndarray, scale: int, path: Path, cache_dir: Path) -> np.nd
                        .encode()).hexdigest()[:16]
     cache = cache_dir / f"{path.stem}_{key}_x{scale}.npy"
     if cache.is_file():
-        lr = np.load(cache)
-        if lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale):
+        try:
+            lr = np.load(cache)
+        except (OSError, ValueError):  # a damaged cache entry is rebuilt, not fatal
+            lr = None
+        if lr is not None and lr.shape == (hr.shape[0] // scale, hr.shape[1] // scale, 3) \
+                and lr.dtype == np.uint8:
             return lr
     lr = make_lr(hr, scale)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +92,7 @@ class PatchSampler:
 
             iterator = tqdm(files, desc=f"loading HR + LR x{scale}", unit="img")
         for path in iterator:
-            img = read_image(path)
+            img = read_training_image(path, read_image)
             if img.ndim == 2:
                 img = np.repeat(img[:, :, None], 3, axis=2)
             hr = mod_crop(img, scale)

@@ -15,17 +15,34 @@ import os
 import sys
 from pathlib import Path
 
-from ..evaluate import evaluate_dataset, torch_upscale_fn
-from ..models import create_model
-from ..weights import load_into, read_metadata, save_weights, weights_path
+from rdsrn.runtimes.errors import MissingExtraError, UserError
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_SETS = ("Set5", "Set14", "BSD68")
 
 
 def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on: str = "") -> dict:
+    from ..evaluate import evaluate_dataset, torch_upscale_fn
+    from ..models import create_model
+    from ..outputs import check_output_dir
+    from ..weights import WEIGHTS_DIR, load_into, read_metadata, save_weights, weights_path
+
     src = run / f"{which}.safetensors"
-    meta = read_metadata(src)
+    if not src.is_file():
+        raise UserError(f"--run {run}: no {src.name} (is it a training output folder?)")
+    for ds in TEST_SETS:
+        if not (data / "test" / ds).is_dir():
+            raise UserError(f"--data {data}: no test/{ds} folder")
+    out = REPO / "benchmarks" / "results" / "weights"
+    # Both destinations are checked before the minutes of evaluation.
+    check_output_dir(WEIGHTS_DIR, "weights folder")
+    check_output_dir(out, "results folder")
+    try:
+        meta = read_metadata(src)
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise UserError(f"{src}: not a readable safetensors weights file ({exc})") from None
+    if "model" not in meta or "config" not in meta:
+        raise UserError(f"{src}: weights metadata lacks 'model'/'config'")
     model = create_model(meta["model"], **meta["config"])
     load_into(model, src)
     fn = torch_upscale_fn(model)
@@ -41,11 +58,14 @@ def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on:
                                      "last_session": meta["recipe"].get("machine")}
     dst = weights_path(name)
     save_weights(dst, model, meta)
-    out = REPO / "benchmarks" / "results" / "weights"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, out / f"{name}.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f"{name}.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, out / f"{name}.json")
+    except OSError as exc:
+        raise UserError(f"{out / (name + '.json')}: cannot write ({exc.strerror or exc})") \
+            from None
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     return meta
 
@@ -60,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-on", default="",
                    help="where the training ran, when not the machine of the run's last session")
     args = p.parse_args(argv)
-    ship(Path(args.run), args.name, args.weights, Path(args.data), args.command, args.trained_on)
+    try:
+        try:
+            import safetensors  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError(exc.name or "torch", "train") from None
+        ship(Path(args.run), args.name, args.weights, Path(args.data), args.command,
+             args.trained_on)
+    except UserError as exc:
+        print(f"rdsrn.training.ship: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

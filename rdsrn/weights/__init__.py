@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: weights_path / file_sha256 work without torch
+    from torch import nn
 
 from rdsrn.runtimes.errors import UserError
 
@@ -64,7 +65,10 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> No
     from ..data import write_bytes_atomic
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_bytes_atomic(path, save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
+    try:
+        write_bytes_atomic(path, save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
