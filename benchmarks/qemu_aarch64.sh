@@ -23,34 +23,15 @@ HOST_PY=${HOST_PYTHON:-python3}
 LITERT=${LITERT_VERSION:-2.1.6}
 PYVER=3.11
 HERE=$(cd "$(dirname "$0")" && pwd)
-SYSROOT=$ROOT/sysroot
 SITE=$ROOT/site
-mkdir -p "$ROOT" "$SYSROOT" "$SITE" "$ROOT/debs" "$ROOT/wheels"
+mkdir -p "$ROOT" "$SITE" "$ROOT/wheels"
 
-log() { echo "[qemu-aarch64] $*" >&2; }
-
-# 1. qemu-user-static (Debian package)
-if ! command -v qemu-aarch64-static >/dev/null; then
-  log "installing qemu-user-static"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null
-fi
-
-# 2. arm64 Python from Debian packages, unpacked (not installed) into $SYSROOT
-if [ ! -x "$SYSROOT/usr/bin/python$PYVER" ]; then
-  log "fetching arm64 python$PYVER packages"
-  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    dpkg --add-architecture arm64
-  fi
-  apt-get update -qq
-  pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-           --no-breaks --no-replaces --no-enhances --no-pre-depends \
-           "python$PYVER-minimal:arm64" "libpython$PYVER-stdlib:arm64" "libstdc++6:arm64" \
-         | grep -E '^[a-z0-9]' | grep ':arm64$' | sort -u)
-  (cd "$ROOT/debs" && apt-get download $pkgs >/dev/null 2>&1 || true)
-  for deb in "$ROOT"/debs/*_arm64.deb; do dpkg -x "$deb" "$SYSROOT"; done
-  [ -x "$SYSROOT/usr/bin/python$PYVER" ] || { log "arm64 python not unpacked"; exit 1; }
-fi
+# 1.-2. qemu-user-static and an arm64 Python unpacked into $SYSROOT (shared with
+# qemu_aarch64_wheel.sh); also defines log and run_aarch64.
+# shellcheck source=benchmarks/qemu_aarch64_setup.sh
+. "$HERE/qemu_aarch64_setup.sh"
+ensure_qemu
+ensure_sysroot
 
 # 3. aarch64 wheels, unzipped into $SITE
 if [ ! -d "$SITE/ai_edge_litert" ]; then
@@ -70,9 +51,7 @@ log "reference run on $(uname -m)"
   --dump-output "$REF" --json "$ROOT/x86.json" >/dev/null
 
 run_emulated() {  # $1 = QEMU_CPU value ("" = qemu's default), $2 = output .npy
-  env ${1:+QEMU_CPU=$1} PYTHONPATH="$SITE" PYTHONHOME="$SYSROOT/usr" \
-    qemu-aarch64-static -L "$SYSROOT" "$SYSROOT/usr/bin/python$PYVER" \
-    "$ROOT/device_bench.py" "$MODEL" --input "$SIZE" --runs 1 --warmup 0 \
+  run_aarch64 "$1" "$SITE" "$ROOT/device_bench.py" "$MODEL" --input "$SIZE" --runs 1 --warmup 0 \
     --dump-output "$2" --json "${2%.npy}.json" >/dev/null 2>"${2%.npy}.log"
 }
 
