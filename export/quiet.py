@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import tempfile
 from contextlib import contextmanager
 from typing import Iterator
+
+from rdsrn.runtimes.native_noise import filtered_fd2
 
 # absl/glog info and warning lines (E/F lines are kept), and the known banners.
 TF_NOISE = re.compile(
@@ -49,23 +49,12 @@ def quiet_tf(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what the variable still covers
-    sys.stderr.flush()
-    saved = os.dup(2)
-    tmp = tempfile.TemporaryFile()
-    os.dup2(tmp.fileno(), 2)
+    key = "TF_CPP_MIN_LOG_LEVEL"  # what the variable still covers (read at TF import)
+    before = os.environ.get(key)
+    os.environ.setdefault(key, "2")
     try:
-        yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(saved, 2)
-        os.close(saved)
-        tmp.seek(0)
-        kept = filter_tf_noise(tmp.read())
-        tmp.close()
-        if kept:
-            sys.stderr.write(kept.decode("utf-8", "replace"))
-            sys.stderr.flush()
+        with filtered_fd2(filter_tf_noise):
+            yield
+    finally:  # no process-wide setting outlives the export
+        if before is None:
+            os.environ.pop(key, None)

@@ -19,8 +19,9 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 # Lines known to be noise: warnings about files we either read fine or reject with our
 # own one-line error, and the LiteRT delegate banner.
@@ -61,6 +62,65 @@ def _set_cv_log_level(level: int | None) -> int | None:
     return previous
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+@contextmanager
+def filtered_fd2(keep: Callable[[bytes], bytes]) -> Iterator[None]:
+    """Point fd 2 at a temporary file while the block runs, then write back
+    `keep(captured bytes)` to the real fd 2 (also when the block raises).
+
+    Only in the main thread: fd 2 is process-wide, and two threads saving and restoring
+    it out of order would leave it pointing at a deleted temporary file, losing every
+    later error message. Elsewhere (or without an fd 2) the block runs as it is.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    capture = _open_capture()
+    if capture is None:
+        yield
+        return
+    tmp, saved = capture
+    try:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:  # Python-level writes of the block belong to the capture
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            _write_all(2, keep(tmp.read()))
+    finally:
+        os.close(saved)
+        tmp.close()
+
+
+def _open_capture() -> tuple[IO[bytes], int] | None:
+    """(temporary file, duplicate of fd 2) for filtered_fd2, or None to leave fd 2 as
+    it is: outside the main thread, without an fd 2 (a detached process), or when no
+    temporary file can be made (full or unwritable TMPDIR: then the noise shows, but
+    the work itself never fails over it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        tmp = tempfile.TemporaryFile()
+    except OSError:
+        return None
+    try:
+        return tmp, os.dup(2)
+    except OSError:
+        tmp.close()
+        return None
+
+
 @contextmanager
 def quiet_native() -> Iterator[None]:
     """Run the block with native noise on fd 2 (and OpenCV warnings) suppressed."""
@@ -68,26 +128,9 @@ def quiet_native() -> Iterator[None]:
     # silent: every failure of ours becomes a one-line UserError of our own
     silent = getattr(getattr(getattr(cv2, "utils", None), "logging", None),
                      "LOG_LEVEL_SILENT", None)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 (e.g. a detached process): nothing to protect
-        yield
-        return
     previous = _set_cv_log_level(silent)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
+    try:
+        with filtered_fd2(filter_noise):
             yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            _set_cv_log_level(previous)
-            tmp.seek(0)
-            keep = filter_noise(tmp.read())
-            if keep:
-                os.write(2, keep)
+    finally:
+        _set_cv_log_level(previous)

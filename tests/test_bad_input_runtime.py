@@ -496,6 +496,39 @@ def test_quiet_native_keeps_other_lines(capfd) -> None:
     assert filter_noise(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n") == b""
 
 
+def test_quiet_native_leaves_fd2_alone_outside_the_main_thread() -> None:
+    """Threads restoring fd 2 out of order would leave it on a deleted temp file."""
+    import threading
+
+    before = os.fstat(2)
+    seen: list[tuple[int, int]] = []
+
+    def worker() -> None:
+        with quiet_native():
+            st = os.fstat(2)
+            seen.append((st.st_dev, st.st_ino))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(before.st_dev, before.st_ino)]
+    with quiet_native():  # the main thread does redirect, and restores
+        assert os.fstat(2).st_ino != before.st_ino
+    assert os.fstat(2).st_ino == before.st_ino
+
+
+def test_no_room_for_the_noise_file_does_not_fail_a_read(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.zeros((4, 5, 3), np.uint8))
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    assert read_image(path).shape == (4, 5, 3)
+
+
 def test_litert_banner_stays_off_stderr() -> None:
     model = BUNDLED / "rdsrn_x4_fp32.tflite"
     if not model.is_file():
@@ -625,7 +658,12 @@ def run_in_terminal(argv: list[str], cwd: Path) -> str:
                             stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
     os.close(slave)
     chunks = []
+    import select
+
     while True:
+        if not select.select([master], [], [], 300)[0]:  # a hung child fails, not hangs
+            proc.kill()
+            break
         try:
             chunk = os.read(master, 65536)
         except OSError:  # EIO: the child closed the terminal

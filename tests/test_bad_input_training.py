@@ -159,6 +159,16 @@ def test_model_args_are_checked_before_the_data_loads(tmp_path, capsys, args, ex
     assert not (tmp_path / "run").exists()
 
 
+def test_bool_model_args_are_accepted_and_checked():
+    from rdsrn.training.config import build_model
+
+    small = "channels: 8, blocks: 1, units_per_block: 1"
+    build_model(load_config("rdsrn_x4", ["model=carn_x4",
+                                         f"model_args={{{small}, multi_scale: false}}"]))
+    with pytest.raises(UserError, match="multi_scale expects bool"):
+        build_model(load_config("rdsrn_x4", ["model=carn_x4", "model_args={multi_scale: 1}"]))
+
+
 def test_unknown_model_name(tmp_path, capsys):
     assert train_cli(tiny_sets(tmp_path / "nodata", tmp_path / "run", model="rdsrn_x5")) == 2
     assert "did you mean 'rdsrn_x4'" in one_line_error(capsys)

@@ -218,7 +218,8 @@ def build_model(cfg: TrainConfig) -> Any:
             tail = f"; did you mean {hint[0]!r}?" if hint else f"; {cfg.model} takes: {', '.join(params)}"
             raise UserError(f"config key 'model_args': {cfg.model} has no argument {key!r}{tail}")
         expected = hints.get(key)
-        ok = expected is None or (isinstance(value, expected) and not isinstance(value, bool)) \
+        ok = expected is None or (isinstance(value, expected)
+                                    and (expected is bool or not isinstance(value, bool))) \
             or (expected is float and _is_num(value))
         if not ok:
             raise UserError(f"config key 'model_args': {key} expects {expected.__name__}, "

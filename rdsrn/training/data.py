@@ -8,6 +8,7 @@ well under a millisecond, so two cores stay on the model.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 from typing import Callable
@@ -17,6 +18,7 @@ import torch
 
 from rdsrn.runtimes.errors import UserError
 
+from ..data import write_bytes_atomic
 from ..evaluate import READ_ERRORS, read_error_reason
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -65,9 +67,10 @@ def _cached_lr(hr: np.ndarray, scale: int, path: Path, cache_dir: Path) -> np.nd
             return lr
     lr = make_lr(hr, scale)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, lr)
-    tmp.replace(cache)
+    buf = io.BytesIO()
+    np.save(buf, lr)
+    # a temp file of its own: DDP ranks fill the same cache at the same time
+    write_bytes_atomic(cache, buf.getvalue())
     return lr
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ TEST_SETS = ("Set5", "Set14", "BSD68")
 def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on: str = "") -> dict:
     from ..evaluate import evaluate_dataset, torch_upscale_fn
     from ..models import create_model
-    from ..outputs import check_output_dir
+    from ..data import write_bytes_atomic
+    from ..outputs import check_output_dir, write_error
     from ..weights import WEIGHTS_DIR, load_into, read_metadata, save_weights, weights_path
 
     src = run / f"{which}.safetensors"
@@ -60,12 +60,10 @@ def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on:
     save_weights(dst, model, meta)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f"{name}.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tmp, out / f"{name}.json")
+        write_bytes_atomic(out / f"{name}.json",  # no temp file left on failure
+                           json.dumps(meta, indent=2, sort_keys=True).encode())
     except OSError as exc:
-        raise UserError(f"{out / (name + '.json')}: cannot write ({exc.strerror or exc})") \
-            from None
+        raise write_error(out / f"{name}.json", exc) from None
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     return meta
 

@@ -63,12 +63,13 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> No
     from safetensors.torch import save
 
     from ..data import write_bytes_atomic
+    from ..outputs import write_error
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
         write_bytes_atomic(path, save(state, metadata={META_KEY: json.dumps(meta, sort_keys=True)}))
     except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise write_error(path, exc) from None
 
 
 def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
