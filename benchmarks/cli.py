@@ -242,9 +242,10 @@ def _artifact_cases(path: Path, threads: list[int], sizes: list[tuple[int, int]]
     meta: dict[str, Any] = {}
     try:
         meta = _embedded_metadata(path)
-        fmt = str(meta.get("format") or fmt)
-    except Exception:  # no metadata: still measurable, just unlabelled
-        meta = {}
+    except Exception as exc:  # unlabelled rows would be reported as the wrong model
+        raise UserError(f"{path}: no readable rdsrn metadata ({exc}); bench measures "
+                        "files made by `rdsrn export`") from None
+    fmt = str(meta.get("format") or fmt)
     model_meta = meta.get("model")
     name = model_meta.get("name") if isinstance(model_meta, dict) else model_meta
     overrides: dict[str, Any] = {}

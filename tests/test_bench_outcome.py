@@ -177,3 +177,12 @@ def test_missing_extra_message_names_the_extra() -> None:
     assert "rdsrn[train]" in missing_extra_message("train", exc)
     assert missing_extra_message("upscale", exc) is None  # a real bug: keep the traceback
     assert missing_extra_message("export", ModuleNotFoundError("x", name="numpyy")) is None
+
+
+def test_artifact_without_metadata_is_refused_not_mislabelled(tmp_path, capsys) -> None:
+    bogus = tmp_path / "other_model.onnx"
+    bogus.write_bytes(b"\x08\x07not an rdsrn export")
+    rc = main(["bench", "--artifact", str(bogus), "--no-write", *QUIET])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no readable rdsrn metadata" in err and "Traceback" not in err
