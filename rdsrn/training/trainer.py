@@ -10,8 +10,10 @@ import copy
 import json
 import math
 import os
+import pickle
 import platform
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -27,8 +29,10 @@ from rdsrn.runtimes.errors import UserError
 from .. import __version__
 from ..models import create_model
 from ..weights import save_weights
-from .config import TrainConfig
+from ..outputs import check_output_dir, write_error
+from .config import TrainConfig, build_model, check_values
 from .data import PatchSampler
+from .device_data import DeviceSampler
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -69,6 +73,14 @@ def lr_factor(cfg: TrainConfig, it: int) -> float:
     return cfg.gamma ** sum(it >= m for m in cfg.milestones)
 
 
+def charbonnier_loss(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """mean(sqrt((sr - hr)^2 + eps^2)): L1 away from 0, quadratic within ~eps (images in [0, 1])."""
+    return torch.sqrt((sr - hr).pow(2) + eps * eps).mean()
+
+
+LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "charbonnier": charbonnier_loss}
+
+
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied)."""
 
@@ -82,23 +94,48 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm start: the average follows the weights closely in the first steps.
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        # One fused kernel list instead of two small kernels per tensor: e += (1 - d)(p - e).
+        torch._foreach_lerp_(list(self.model.parameters()),
+                             [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save `obj` to `path` atomically; a failed write (disk full, folder gone,
+    permissions) is a one-line UserError and leaves no partial file."""
+    import io
+
+    from ..data import write_bytes_atomic
+    from ..outputs import write_error
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # in memory: torch's zip writer reports ENOSPC as RuntimeError
+    try:
+        write_bytes_atomic(path, buf.getvalue())
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `rdsrn train` (tensors and plain containers only).
+
+    A file that needs pickled Python objects is refused. torch's own message advises
+    reloading with weights_only=False, which would run code from the file, so it is not
+    passed on: the refusal names the offending global only.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise UserError(f"{path}: refused: the checkpoint holds pickled Python objects "
+                            f"({found.group(1)}), not only tensors; load only checkpoints "
+                            "written by rdsrn train") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in first or "trust" in first:
+            first = "not a weights-only torch checkpoint"
+        raise UserError(f"{path}: unreadable checkpoint ({first})") from None
 
 
 def init_weights_from(model: nn.Module, path: str) -> int:
@@ -126,12 +163,13 @@ class Validator:
     """Y-PSNR/SSIM on a folder of HR images at the training scale (fp32, EMA weights)."""
 
     def __init__(self, folder: str, scale: int) -> None:
-        from ..data import list_images, make_lr, mod_crop, read_image
+        from ..data import list_images, make_lr, mod_crop
+        from ..evaluate import read_hr
 
         self.scale = scale
         self.pairs = []
         for path in list_images(folder):
-            hr = read_image(path)
+            hr = read_hr(path)
             if hr.ndim == 2:
                 hr = np.repeat(hr[:, :, None], 3, axis=2)
             hr = mod_crop(hr, scale)
@@ -165,6 +203,59 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "os": platform.platform()}
 
 
+# Files of a run in out_dir: a new run (no --resume) refuses a folder holding any of them.
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "last.safetensors", "best.safetensors",
+             "curves.png")
+
+
+def check_run_folder(out: Path, resume: bool, probe: bool = True) -> None:
+    """A new run never touches an earlier one; --resume needs its checkpoint. With
+    `probe`, out_dir must also be writable (or creatable). UserError otherwise."""
+    last = out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise UserError(f"--resume: no checkpoint at {last}")
+    else:
+        found = [n for n in RUN_FILES if (out / n).exists()]
+        if found:
+            raise UserError(f"out_dir {out} already holds a run ({', '.join(found)}); "
+                            "continue it with --resume, or start a new one with "
+                            "--set out_dir=NEW_FOLDER")
+    if probe:
+        check_output_dir(out, "config key 'out_dir'")
+
+
+def check_architecture(ckpt: dict[str, Any], path: Path, name: str, model: nn.Module) -> None:
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise UserError(f"{path}: not an rdsrn training checkpoint")
+    if ckpt.get("model_name") != name or ckpt.get("model_config") != dict(model.config):
+        raise UserError(f"{path}: checkpoint is of another architecture "
+                        f"({ckpt.get('model_name')} {ckpt.get('model_config')})")
+
+
+def resolve_device(name: str, world: int = 1) -> torch.device:
+    """The torch device for config `device` (auto, cpu, cuda, cuda:N); a one-line
+    UserError when CUDA is asked for and there is none (or not that many GPUs)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise UserError(f"config key 'device': {name!r} asked, but {why} "
+                            f"(torch {torch.__version__}); use device=cpu or auto")
+        if ":" in name:
+            index = int(name.split(":", 1)[1])
+        else:
+            index = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else -1
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise UserError(f"config key 'device': cuda:{index} asked, but only {count} "
+                            "CUDA GPU(s) are visible")
+        return torch.device("cuda" if index < 0 else f"cuda:{index}")
+    return torch.device(name)
+
+
 class Trainer:
     """Runs one training job described by a TrainConfig."""
 
@@ -172,15 +263,21 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.stop_requested = False
+        self.stop_signal = 0
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        if cfg.device == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        else:
-            dev = cfg.device
-        if dev == "cuda" and self.world > 1:
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        self.device = torch.device(dev)
+        # Everything that can be refused is checked before the model is built and the
+        # data is loaded (minutes on a large folder).
+        check_values(cfg)
+        self.device = resolve_device(cfg.device, self.world)
+        check_run_folder(Path(cfg.out_dir), resume, probe=self.rank == 0)
+        if self.rank == 0:
+            check_output_dir(cfg.cache_dir, "config key 'cache_dir'")
+        if cfg.val_every > 0 and cfg.val_dir and not Path(cfg.val_dir).is_dir():
+            raise UserError(f"config key 'val_dir': {cfg.val_dir} is not a folder "
+                            "(set val_every=0 to train without validation)")
+        resume_ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt") if resume else None
+        build_model(cfg)  # validates model_args (unknown keys, R=0, ...); discarded
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: pick the fastest kernels once
         if cfg.threads > 0:
@@ -192,13 +289,22 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.model = create_model(cfg.model, **cfg.model_args).to(self.device)
+        if resume_ckpt is not None:
+            check_architecture(resume_ckpt, self.out / "last.pt", cfg.model, self.model)
         if cfg.init_from:
             n = init_weights_from(self.model, cfg.init_from)
             self.log_text(f"initialised {n} tensors from {cfg.init_from}")
+        if cfg.qat:  # quantization-aware fine-tuning: the fake-quant model (training/qat.py)
+            from .qat import prepare
+
+            self.model = prepare(self.model, cfg, resume_ckpt is None, self.log_text)
         self.scale = self.model.scale
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        # Not fused=True: it demands identical param/grad strides, which torch.compile's
+        # grads of channels_last 1x1 weights need not have (pytorch#126585); the default
+        # foreach implementation has no such condition.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -212,16 +318,24 @@ class Trainer:
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.sampler = PatchSampler(cfg.train_dirs, self.scale, cfg.patch_size, cfg.cache_dir,
-                                    seed=cfg.seed + 1000 * self.rank, augment=cfg.augment,
-                                    progress=progress and self.is_main)
+        self.sampler: PatchSampler | DeviceSampler = PatchSampler(
+            cfg.train_dirs, self.scale, cfg.patch_size, cfg.cache_dir,
+            seed=cfg.seed + 1000 * self.rank, augment=cfg.augment,
+            progress=progress and self.is_main)
+        if cfg.sampler == "device" or (cfg.sampler == "auto" and self.device.type == "cuda"):
+            self.sampler = DeviceSampler.from_host(self.sampler, self.device,
+                                                   seed=cfg.seed + 1000 * self.rank)
+        self.loss_fn = LOSSES[cfg.loss]
+        # compile traces lazily at the first step; the plain module stays for EMA/validation.
+        self.step_model = (torch.compile(self.ddp_model, dynamic=False) if cfg.compile
+                           else self.ddp_model)
         self.validator = (Validator(cfg.val_dir, self.scale)
                           if self.is_main and cfg.val_every > 0 and cfg.val_dir else None)
         self.iteration = 0
         self.best_psnr = -1.0
         self.elapsed = 0.0  # training seconds over all sessions of this run
-        if resume:
-            self._resume()
+        if resume_ckpt is not None:
+            self._resume(resume_ckpt)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -237,20 +351,16 @@ class Trainer:
             "iteration": self.iteration,
             "best_psnr": self.best_psnr,
             "elapsed": self.elapsed,
-            "rng": {"numpy": json.dumps(self.sampler.rng.bit_generator.state),
+            "rng": {**({"device_sampler": self.sampler.get_rng_state()}
+                       if isinstance(self.sampler, DeviceSampler)
+                       else {"numpy": json.dumps(self.sampler.rng.bit_generator.state)}),
                     "torch": torch.get_rng_state(),
                     "python": json.dumps(random.getstate())},
             "config": self.cfg.resolved(),
         }
 
-    def _resume(self) -> None:
+    def _resume(self, ckpt: dict[str, Any]) -> None:
         path = self.out / "last.pt"
-        if not path.is_file():
-            raise UserError(f"--resume: no checkpoint at {path}")
-        ckpt = load_checkpoint(path)
-        if ckpt.get("model_name") != self.cfg.model or ckpt.get("model_config") != dict(self.model.config):
-            raise UserError(f"{path}: checkpoint is of another architecture "
-                            f"({ckpt.get('model_name')} {ckpt.get('model_config')})")
         self.model.load_state_dict(ckpt["model"])
         if self.ema and ckpt["ema"] is not None:
             self.ema.model.load_state_dict(ckpt["ema"])
@@ -261,10 +371,21 @@ class Trainer:
         self.iteration = int(ckpt["iteration"])
         self.best_psnr = float(ckpt["best_psnr"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
-        state = json.loads(ckpt["rng"]["numpy"])
-        if self.rank:  # each rank draws its own patches
-            state = np.random.default_rng(self.cfg.seed + 1000 * self.rank).bit_generator.state
-        self.sampler.rng.bit_generator.state = state
+        rng = ckpt["rng"]
+        if isinstance(self.sampler, DeviceSampler):
+            if "device_sampler" not in rng:
+                self.log_text("checkpoint was written by the host sampler: device patch draws "
+                              "restart from the seed (not the sequence of an uninterrupted run)")
+            elif not self.rank:  # other ranks keep their own seeds
+                self.sampler.set_rng_state(rng["device_sampler"])
+        elif "numpy" not in rng:
+            self.log_text("checkpoint was written by the device sampler: host patch draws "
+                          "restart from the seed (not the sequence of an uninterrupted run)")
+        else:
+            state = json.loads(rng["numpy"])
+            if self.rank:  # each rank draws its own patches
+                state = np.random.default_rng(self.cfg.seed + 1000 * self.rank).bit_generator.state
+            self.sampler.rng.bit_generator.state = state
         torch.set_rng_state(ckpt["rng"]["torch"])
         py = json.loads(ckpt["rng"]["python"])
         random.setstate((py[0], tuple(py[1]), py[2]))
@@ -272,7 +393,10 @@ class Trainer:
 
     def save(self, name: str = "last.pt") -> None:
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(self.out, exc) from None
             atomic_torch_save(self.state(), self.out / name)
 
     # ------------------------------------------------------------------ logging
@@ -283,9 +407,12 @@ class Trainer:
     def log_row(self, row: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise write_error(self.out / "log.jsonl", exc) from None
 
     def weights_meta(self, psnr: float, ssim: float) -> dict[str, Any]:
         cfg = self.cfg
@@ -299,7 +426,7 @@ class Trainer:
                        "patch_lr": cfg.patch_size, "precision": self.precision,
                        "optimizer": f"Adam lr={cfg.lr} betas={cfg.betas}",
                        "schedule": f"{cfg.schedule} warmup={cfg.warmup_iters}",
-                       "ema_decay": cfg.ema_decay, "loss": "L1",
+                       "ema_decay": cfg.ema_decay, "loss": cfg.loss.upper(),
                        "wall_time_s": round(self.elapsed, 1), "machine": machine_info(),
                        "init_from": cfg.init_from or None},
             "val": {"dataset": Path(cfg.val_dir).name, "psnr_y": round(psnr, 4),
@@ -309,6 +436,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _handle_signal(self, signum, _frame) -> None:
         self.stop_requested = True
+        self.stop_signal = int(signum)
         self.log_text(f"signal {signum}: saving a checkpoint and stopping")
 
     def validate(self, use_ema: bool = True) -> tuple[float, float]:
@@ -328,12 +456,12 @@ class Trainer:
             lr = lr.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         if self.precision == "fp32":
-            loss = F.l1_loss(self.ddp_model(lr), hr)
+            loss = self.loss_fn(self.step_model(lr), hr)
         else:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast(self.device.type, dtype=dtype):
-                sr = self.ddp_model(lr)
-            loss = F.l1_loss(sr.float(), hr)
+                sr = self.step_model(lr)
+            loss = self.loss_fn(sr.float(), hr)
         if self.scaler:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -403,7 +531,7 @@ class Trainer:
             if self.validator and finished and self.iteration % cfg.val_every:
                 self._validate_and_keep()
             result = {"iteration": self.iteration, "best_psnr": self.best_psnr,
-                      "stopped": self.stop_requested}
+                      "stopped": self.stop_requested, "signal": self.stop_signal}
         finally:
             if bar:
                 bar.close()
@@ -437,6 +565,9 @@ class Trainer:
                       f" (SSIM {ssim:.4f}, keeping {which})")
         meta = self.weights_meta(psnr, ssim)
         meta["val"]["weights"] = which
+        from .qat import weights_view
+
+        model, meta = weights_view(model, meta)  # QAT: plain weights + ranges in meta
         save_weights(self.out / "last.safetensors", model, meta)
         if psnr > self.best_psnr:
             self.best_psnr = psnr
