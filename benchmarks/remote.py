@@ -29,7 +29,40 @@ Exec = Callable[[Sequence[str], float], tuple[int, str, str]]
 
 DEVICE_BENCH = Path(__file__).with_name("device_bench.py")
 ADB_DIR = "/data/local/tmp/rdsrn"
-DELEGATES = ("xnnpack", "gpu", "nnapi", "none")
+DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "none")
+# benchmark_model builds: "tflite" = TensorFlow Lite's tools/benchmark (Interpreter API,
+# delegate providers: --use_xnnpack/--use_gpu/--use_nnapi ...); "litert" = LiteRT's
+# litert/tools:benchmark_model (CompiledModel API: --use_cpu/--use_gpu/--use_npu,
+# --dispatch_library_path ...), the one that runs NPU (AOT-compiled or JIT) models.
+BENCHMARK_TOOLS = ("tflite", "litert")
+
+
+@dataclass(frozen=True)
+class DelegateOptions:
+    """Accelerator options for benchmark_model on the device.
+
+    gpu_precision: "fp16" lets the GPU compute in half precision (the delegates'
+        default; tflite --gpu_precision_loss_allowed, litert --allow_fp16), "fp32" not.
+    gpu_backend: tflite "cl" | "gl" (OpenCL / OpenGL ES), litert "webgpu"; None = the
+        binary's default (OpenCL, falling back to OpenGL).
+    gpu_quant: tflite --gpu_experimental_enable_quant (run INT8 files on the GPU by
+        dequantizing; the delegate's default is on).
+    npu_dispatch_dir / npu_compiler_plugin_dir: folders ON THE DEVICE holding
+        libLiteRtDispatch_<vendor>.so (always needed for NPU) and
+        libLiteRtCompilerPlugin_<vendor>.so (only for on-device JIT compilation of a
+        model that was not compiled ahead of time).
+    require_full_delegation: litert: fail instead of falling back to the CPU.
+    tool: which benchmark_model build the binary is (BENCHMARK_TOOLS); NPU needs
+        "litert".
+    """
+
+    gpu_precision: str = "fp16"
+    gpu_backend: str | None = None
+    gpu_quant: bool = True
+    npu_dispatch_dir: str | None = None
+    npu_compiler_plugin_dir: str | None = None
+    require_full_delegation: bool = False
+    tool: str = "tflite"
 
 
 def run_process(argv: Sequence[str], timeout: float) -> tuple[int, str, str]:
@@ -185,21 +218,48 @@ def adb_base(serial: str | None) -> list[str]:
 
 
 def benchmark_model_flags(remote_model: str, threads: int, delegate: str, warmup: int,
-                          runs: int, min_time: float = 0.0, profile: bool = False
+                          runs: int, min_time: float = 0.0, profile: bool = False,
+                          options: DelegateOptions | None = None,
+                          input_layer: tuple[str, tuple[int, int]] | None = None
                           ) -> list[str]:
-    """benchmark_model flags for one run (LiteRT/TFLite tools/benchmark)."""
+    """benchmark_model flags for one run.
+
+    `input_layer`: (input tensor name, (H, W)) for a dynamic-shape file, which
+    benchmark_model would otherwise run at its stored 1x1 shape (tflite tool only)."""
+    o = options or DelegateOptions()
     if delegate not in DELEGATES:
         raise UserError(f"unknown delegate {delegate!r}; choices: {', '.join(DELEGATES)}")
+    if o.tool not in BENCHMARK_TOOLS:
+        raise UserError(f"unknown benchmark tool {o.tool!r}; choices: "
+                        f"{', '.join(BENCHMARK_TOOLS)}")
+    if o.gpu_precision not in ("fp16", "fp32"):
+        raise UserError(f"gpu precision must be fp16 or fp32, got {o.gpu_precision!r}")
+    backends = ("cl", "gl") if o.tool == "tflite" else ("webgpu",)
+    if o.gpu_backend is not None and o.gpu_backend not in backends:
+        raise UserError(f"gpu backend {o.gpu_backend!r} is not one the {o.tool} "
+                        f"benchmark_model takes ({', '.join(backends)})")
     flags = [f"--graph={remote_model}", f"--num_threads={threads}",
              f"--warmup_runs={warmup}", f"--num_runs={runs}",
              "--report_peak_memory_footprint=true"]
     if min_time > 0:
         flags.append(f"--min_secs={min_time:g}")
+    if o.tool == "litert":
+        return flags + _litert_flags(delegate, o, profile, input_layer)
+    if delegate == "npu":
+        raise UserError("the npu delegate needs LiteRT's benchmark_model "
+                        "(litert/tools:benchmark_model; --benchmark-tool litert)")
+    if input_layer is not None:
+        name, (h, w) = input_layer
+        flags += [f"--input_layer={name}", f"--input_layer_shape=1,{h},{w},3"]
     # XNNPACK is on by default in recent LiteRT; say so explicitly either way so the
     # run does not depend on the binary's default.
     flags.append(f"--use_xnnpack={'true' if delegate == 'xnnpack' else 'false'}")
     if delegate == "gpu":
-        flags.append("--use_gpu=true")
+        flags += ["--use_gpu=true",
+                  f"--gpu_precision_loss_allowed={_tf(o.gpu_precision == 'fp16')}",
+                  f"--gpu_experimental_enable_quant={_tf(o.gpu_quant)}"]
+        if o.gpu_backend:
+            flags.append(f"--gpu_backend={o.gpu_backend}")
     elif delegate == "nnapi":
         flags.append("--use_nnapi=true")
     if profile:
@@ -207,15 +267,51 @@ def benchmark_model_flags(remote_model: str, threads: int, delegate: str, warmup
     return flags
 
 
+def _tf(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _litert_flags(delegate: str, o: DelegateOptions, profile: bool,
+                  input_layer: tuple[str, tuple[int, int]] | None) -> list[str]:
+    """LiteRT benchmark_model (CompiledModel) accelerator flags."""
+    if input_layer is not None:
+        raise UserError("LiteRT's benchmark_model cannot resize inputs: give it a "
+                        "static-shape file (rdsrn export --input-size HxW)")
+    if delegate == "nnapi":
+        raise UserError("LiteRT's benchmark_model has no NNAPI accelerator; use the "
+                        "TensorFlow Lite build (--benchmark-tool tflite)")
+    flags = []
+    if delegate == "gpu":
+        flags += ["--use_gpu=true", f"--allow_fp16={_tf(o.gpu_precision == 'fp16')}"]
+        if o.gpu_backend:
+            flags.append(f"--gpu_backend={o.gpu_backend}")
+    elif delegate == "npu":
+        if not o.npu_dispatch_dir:
+            raise UserError("the npu delegate needs the device folder of "
+                            "libLiteRtDispatch_<vendor>.so (--npu-dispatch-dir)")
+        flags += ["--use_npu=true", f"--dispatch_library_path={o.npu_dispatch_dir}"]
+        if o.npu_compiler_plugin_dir:
+            flags.append(f"--compiler_plugin_library_path={o.npu_compiler_plugin_dir}")
+    if delegate in ("gpu", "npu") and o.require_full_delegation:
+        flags += ["--use_cpu=false", "--require_full_delegation=true"]
+    else:
+        flags.append("--use_cpu=true")
+    if profile:
+        flags.append("--use_profiler=true")
+    return flags
+
+
 def adb_commands(serial: str | None, binary: str | Path, model: str | Path, threads: int,
                  delegate: str, warmup: int, runs: int, min_time: float = 0.0,
-                 profile: bool = False) -> dict[str, list[str]]:
+                 profile: bool = False, options: DelegateOptions | None = None,
+                 input_layer: tuple[str, tuple[int, int]] | None = None
+                 ) -> dict[str, list[str]]:
     """argv lists to prepare the device and run one benchmark."""
     base = adb_base(serial)
     remote_bin = f"{ADB_DIR}/benchmark_model"
     remote_model = f"{ADB_DIR}/{Path(model).name}"
     flags = benchmark_model_flags(remote_model, threads, delegate, warmup, runs,
-                                  min_time, profile)
+                                  min_time, profile, options, input_layer)
     return {
         "state": base + ["get-state"],
         "mkdir": base + ["shell", f"mkdir -p {ADB_DIR}"],
@@ -289,17 +385,117 @@ def parse_benchmark_model(text: str) -> dict[str, Any]:
     size = re.search(r"The input model file size \(MB\): " + _NUM, text)
     if size:
         out["model_size_mb"] = _f(size.group(1))
-    for d in re.finditer(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\) "
-                         r"node, yielding (\d+) partitions", text):
+    for d in re.finditer(r"Replacing (\d+) out of (\d+) node\(s\) with delegate "
+                         r"\(([^()]+)\) node, yielding (\d+) partitions", text):
         out["delegates"].append({"delegate": d.group(3), "replaced": int(d.group(1)),
                                  "total": int(d.group(2)), "partitions": int(d.group(4))})
+    out.update(_parse_delegate_summary(text))
     if re.search(r"will not be executed by the delegate|not fully delegated|"
-                 r"Falling back to (the )?CPU", text, re.IGNORECASE):
+                 r"partially executed by the delegate|Falling back to (the )?CPU",
+                 text, re.IGNORECASE) or out.get("gpu_split", {}).get("cpu"):
         out["delegate_fallback"] = True
+    if "inference_avg_ms" not in out:
+        out.update(_parse_litert_results(text))
     out["errors"] = [ln.strip() for ln in text.splitlines()
                      if re.match(r"\s*(?:\S+\s+)?ERROR:", ln)]
     out["op_summary"] = _parse_node_type_summary(text)
     return out
+
+
+def _parse_delegate_summary(text: str) -> dict[str, Any]:
+    """The delegate lines benchmark_model and the delegates log:
+
+      Created TensorFlow Lite delegate for GPU.            -> created ["GPU"]
+      Explicitly applied GPU delegate, and the model graph will be completely executed
+      by the delegate.                                     -> applied [{"delegate":
+                                                              "GPU", "coverage":
+                                                              "complete"}]
+      Though GPU delegate is explicitly applied, the model graph will not be executed
+      by the delegate.                                     -> coverage "none"
+      Following operations are not supported by GPU delegate:
+      UNPACK: Operation is not supported.                  -> gpu_unsupported
+      294 operations will run on the GPU, and the remaining 2 operations will run on
+      the CPU.                                             -> gpu_split {"gpu", "cpu"}
+    """
+    out: dict[str, Any] = {
+        "created": [m.group(1) for m in re.finditer(
+            r"Created TensorFlow Lite (?:XNNPACK )?delegate for (\w+)", text)],
+        "applied": []}
+    for m in re.finditer(r"Explicitly applied (\S+) delegate, and the model graph will be "
+                         r"(completely|partially) executed by the delegate", text):
+        out["applied"].append({"delegate": m.group(1), "coverage":
+                               "complete" if m.group(2) == "completely" else "partial"})
+    for m in re.finditer(r"Though (\S+) delegate is explicitly applied, the model graph "
+                         r"will not be executed by the delegate", text):
+        out["applied"].append({"delegate": m.group(1), "coverage": "none"})
+    m = re.search(r"(\d+) operations? will run on the GPU, and the remaining (\d+) "
+                  r"operations? will run on the CPU", text)
+    if m:
+        out["gpu_split"] = {"gpu": int(m.group(1)), "cpu": int(m.group(2))}
+    unsupported = []
+    block = text.split("Following operations are not supported by GPU delegate:")
+    if len(block) > 1:
+        for line in block[-1].splitlines()[1:]:
+            u = re.search(r"([A-Z][A-Z0-9_]+): (.+)$", line)
+            if not u:
+                break
+            unsupported.append({"op": u.group(1), "reason": u.group(2).strip()})
+    out["gpu_unsupported"] = unsupported
+    return out
+
+
+def _parse_litert_results(text: str) -> dict[str, Any]:
+    """LiteRT benchmark_model's "BENCHMARK RESULTS" block (ms in the output)."""
+    out: dict[str, Any] = {}
+    for key, pattern in (("init_ms", r"Model initialization:\s+" + _NUM + " ms"),
+                         ("first_inference_ms", r"Warmup \(first\):\s+" + _NUM + " ms"),
+                         ("warmup_avg_ms", r"Warmup \(avg\):\s+" + _NUM + " ms"),
+                         ("inference_avg_ms", r"Inference \(avg\):\s+" + _NUM + " ms"),
+                         ("min_ms", r"Inference \(min\):\s+" + _NUM + " ms"),
+                         ("max_ms", r"Inference \(max\):\s+" + _NUM + " ms"),
+                         ("std_ms", r"Inference \(std\):\s+" + _NUM),
+                         ("memory_peak_periodic_mb", r"Peak memory:\s+" + _NUM + " MB"),
+                         ("memory_init_mb", r"Init footprint:\s+" + _NUM + " MB"),
+                         ("memory_overall_mb", r"Overall footprint:\s+" + _NUM + " MB")):
+        m = None
+        for m in re.finditer(pattern, text):
+            pass
+        if m:
+            out[key] = _f(m.group(1))
+    runs = re.findall(r"Inference \(avg\):\s+" + _NUM + r" ms \((\d+) runs\)", text)
+    if runs:
+        out["runs"] = int(runs[-1][1])
+    if "memory_init_mb" in out:
+        out["memory_kind"] = "peak"
+    if out:
+        out["tool"] = "litert"
+    return out
+
+
+# delegate -> how its TfLiteDelegate / provider is named in benchmark_model's log
+_DELEGATE_NAMES = {"xnnpack": r"xnnpack", "gpu": r"gpu", "nnapi": r"nnapi",
+                   "npu": r"dispatch|npu|qnn|neuron"}
+
+
+def ops_delegated(parsed: dict[str, Any], delegate: str | None) -> str | None:
+    """"replaced/total nodes (k partitions)" for the requested delegate, from the
+    "Replacing ..." line, else the GPU delegate's own split, else the coverage
+    benchmark_model states; None when the log says nothing."""
+    if delegate == "none":
+        return "0 (no delegate)"
+    pat = _DELEGATE_NAMES.get(delegate or "", r"$^")
+    recs = [d for d in parsed.get("delegates", []) if re.search(pat, d["delegate"], re.I)]
+    if recs:
+        replaced = sum(d["replaced"] for d in recs)
+        parts = sum(d["partitions"] for d in recs)
+        return f"{replaced}/{recs[0]['total']} ({parts} partition{'s' if parts != 1 else ''})"
+    split = parsed.get("gpu_split")
+    if delegate == "gpu" and split:
+        return f"{split['gpu']}/{split['gpu'] + split['cpu']}"
+    for a in parsed.get("applied", []):
+        if re.search(pat, a["delegate"], re.I):
+            return {"complete": "all", "partial": "some", "none": "0"}[a["coverage"]]
+    return None
 
 
 def _parse_node_type_summary(text: str) -> list[dict[str, Any]]:
@@ -327,9 +523,11 @@ def _parse_node_type_summary(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def row_from_benchmark_model(parsed: dict[str, Any]) -> dict[str, Any]:
+def row_from_benchmark_model(parsed: dict[str, Any], delegate: str | None = None
+                             ) -> dict[str, Any]:
     """Map a parse to the common row keys. benchmark_model reports a mean and (newer
-    builds) a median, not p90: p50_ms is the median when printed, else the mean."""
+    builds) a median, not p90: p50_ms is the median when printed, else the mean.
+    `delegate`: the one asked for, whose coverage becomes row["ops_delegated"]."""
     row: dict[str, Any] = {"status": "ok", "error": None}
     if "inference_avg_ms" not in parsed:
         err = parsed["errors"][-1] if parsed["errors"] else "no timing summary in output"
@@ -353,20 +551,50 @@ def row_from_benchmark_model(parsed: dict[str, Any]) -> dict[str, Any]:
     for d in parsed["delegates"]:
         notes.append(f"{d['delegate']}: {d['replaced']}/{d['total']} nodes, "
                      f"{d['partitions']} partition(s)")
+    for a in parsed.get("applied", []):
+        notes.append(f"{a['delegate']} delegate: {a['coverage']} graph")
+    if parsed.get("gpu_unsupported"):
+        notes.append("not on the GPU: " + ", ".join(
+            f"{u['op']} ({u['reason']})" for u in parsed["gpu_unsupported"]))
     if parsed["delegate_fallback"]:
         notes.append("delegate fell back to CPU")
     row["notes"] = "; ".join(notes)
     row["delegates"] = parsed["delegates"]
+    if delegate is not None:
+        row["delegate"] = delegate
+        row["ops_delegated"] = ops_delegated(parsed, delegate)
     if parsed["op_summary"]:
         row["op_summary"] = parsed["op_summary"]
     return row
 
 
+def input_layer_for(model: str | Path, input_hw: tuple[int, int] | None
+                    ) -> tuple[str, tuple[int, int]] | None:
+    """(input name, (H, W)) when `model` is a dynamic-shape rdsrn export and a size is
+    known; None for static files (and files without rdsrn metadata)."""
+    if input_hw is None:
+        return None
+    from rdsrn.runtimes.tflite_meta import read_tflite_metadata
+
+    try:
+        meta = read_tflite_metadata(model)
+    except (OSError, ValueError):
+        return None
+    if meta.get("input_size", "dynamic") != "dynamic" or not meta.get("input_name"):
+        return None
+    return str(meta["input_name"]), (int(input_hw[0]), int(input_hw[1]))
+
+
 def adb_bench(serial: str | None, binary: str | Path, models: Sequence[str],
               threads: Sequence[int], delegate: str, warmup: int, runs: int,
               min_time: float = 0.0, profile: bool = False, exec_fn: Exec = run_process,
-              timeout: float = 900.0) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """benchmark_model on an Android device for each (.tflite, threads)."""
+              timeout: float = 900.0, options: DelegateOptions | None = None,
+              input_hw: tuple[int, int] | None = None
+              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """benchmark_model on an Android device for each (.tflite, threads).
+
+    `options`: GPU / NPU settings and which benchmark_model build `binary` is;
+    `input_hw`: LR (H, W) that dynamic-shape files are resized to."""
     label = f"adb:{serial}" if serial else "adb"
     cases = [(m, th) for m in models for th in threads]
 
@@ -378,7 +606,7 @@ def adb_bench(serial: str | None, binary: str | Path, models: Sequence[str],
         return None, failed(f"benchmark_model binary not found: {binary!s} "
                             "(give --benchmark-binary PATH)")
     first = adb_commands(serial, binary, models[0] if models else "x.tflite", 1, delegate,
-                         warmup, runs)
+                         warmup, runs, options=options)  # bad options: UserError here
     rc, out, err = exec_fn(first["state"], 30)
     if rc != 0 or "device" not in out:
         return None, failed(f"no device ({last_line(err) or last_line(out) or f'exit {rc}'})")
@@ -403,12 +631,17 @@ def adb_bench(serial: str | None, binary: str | Path, models: Sequence[str],
             rows += failed(f"push failed ({last_line(err) or f'exit {rc}'})",
                            [(model, th) for th in threads])
             continue
+        layer = input_layer_for(model, input_hw)
         for th in threads:
-            cmd = adb_commands(serial, binary, model, th, delegate, warmup, runs,
-                               min_time, profile)["run"]
+            try:
+                cmd = adb_commands(serial, binary, model, th, delegate, warmup, runs,
+                                   min_time, profile, options, layer)["run"]
+            except UserError as e:
+                rows += failed(str(e), [(model, th)])
+                continue
             rc, out, err = exec_fn(cmd, timeout)
-            row = row_from_benchmark_model(parse_benchmark_model(out + "\n" + err))
+            row = row_from_benchmark_model(parse_benchmark_model(out + "\n" + err), delegate)
             row.update(model_file=str(model), threads=th, delegate=delegate,
-                       runtime="benchmark_model")
+                       runtime="benchmark_model" + (f" ({options.tool})" if options else ""))
             rows.append(row)
     return machine, rows

@@ -68,7 +68,8 @@ def run_remote(kind: str, detail: Any, cases: list[Case], opts: Options,
             got_machine, measured = adb_bench(detail, args.benchmark_binary, models, threads,
                                               args.delegate, opts.warmup, opts.runs,
                                               opts.min_time, args.profile, exec_fn=exec_fn,
-                                              timeout=opts.timeout)
+                                              timeout=opts.timeout,
+                                              options=delegate_options(args), input_hw=hw)
         machine = machine or got_machine
         by_key = {(str(m.get("model_file")), int(m.get("threads") or 0)): m for m in measured}
         for case, row, model in group:
@@ -82,6 +83,19 @@ def run_remote(kind: str, detail: Any, cases: list[Case], opts: Options,
                    "host": local_machine}
     machine.setdefault("target", label)
     return machine, rows
+
+
+def delegate_options(args: argparse.Namespace) -> remote.DelegateOptions:
+    """adb accelerator options from the `rdsrn bench` flags (absent flags: defaults)."""
+    tool = getattr(args, "benchmark_tool", None) or (
+        "litert" if getattr(args, "delegate", "") == "npu" else "tflite")
+    return remote.DelegateOptions(
+        gpu_precision=getattr(args, "gpu_precision", None) or "fp16",
+        gpu_backend=getattr(args, "gpu_backend", None),
+        npu_dispatch_dir=getattr(args, "npu_dispatch_dir", None),
+        npu_compiler_plugin_dir=getattr(args, "npu_compiler_plugin_dir", None),
+        require_full_delegation=bool(getattr(args, "require_full_delegation", False)),
+        tool=tool)
 
 
 def _merge(row: dict[str, Any], measured: dict[str, Any], case: Case,

@@ -157,6 +157,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     keep_float: tuple[str, ...] = ()
     if args.qat and precision != "int8":
         raise UserError("--qat applies to --precision int8 only")
+    if args.qat and formats != ["onnx"]:
+        raise UserError("--qat: only the ONNX exporter carries QAT ranges so far; "
+                        "add --format onnx")
     if args.keep_float is not None:
         from rdsrn.quant.groups import check_groups
 
