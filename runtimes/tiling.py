@@ -8,9 +8,10 @@ at every output pixel; the blended result is therefore a convex combination, and
 near a tile's cut edge (where zero padding of the convolutions distorts the output) get
 almost no weight.
 
-Output rows are accumulated for one row of tiles at a time and handed to `emit` as soon
-as no later tile touches them: the float working memory is one buffer of tile * scale
-rows of the output width, whatever the image height.
+Finished output blocks are handed to `emit` as soon as no later tile touches them, so
+the caller can write them straight into its preallocated result: the float working
+memory is one tile plus the rows shared with the next row of tiles (about
+overlap * scale rows of the output width), whatever the image size.
 """
 
 from __future__ import annotations
@@ -74,38 +75,74 @@ def run_tiled(
     scale: int,
     tile: tuple[int, int],
     overlap: int,
-    emit: Callable[[int, np.ndarray], None],
+    emit: Callable[[int, int, np.ndarray], None],
     channels: int = 3,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Upscale an image of `height` x `width` LR pixels tile by tile.
 
     read_tile(y0, y1, x0, x1) -> float32 (y1-y0, x1-x0, channels) LR tile;
-    infer(x: float32 (1, h, w, C)) -> float32 (1, h*scale, w*scale, C);
-    emit(row0, rows) receives finished output rows (float32, n x width*scale x C) in
-    order, starting at output row `row0` (a view into a reused buffer: copy it before
-    returning). `tile` is (tile_h, tile_w); sides larger than
-    the image are reduced to it (the caller pads images smaller than a fixed tile).
+    infer(x: float32 (1, h, w, C)) -> float32 (1, h*scale, w*scale, C); every call gets
+    the same h x w (the tile size, sides reduced to the image where it is smaller: the
+    caller pads images smaller than a fixed tile);
+    emit(y0, x0, block) receives each finished output block (float32 bh x bw x C) once,
+    at output pixel (y0, x0); the blocks tile the output exactly. `block` is a view into
+    a temporary the receiver may modify in place but must not keep.
+    progress(done, total) is called after each model call (total = number of tiles).
+    `tile` is (tile_h, tile_w).
+
+    Memory: besides one tile, the float32 working set is the rows that the next row of
+    tiles also touches (the vertical overlap times `scale`, output width, two buffers);
+    finished pixels leave as soon as no later tile touches them.
     """
     th, tw = min(tile[0], height), min(tile[1], width)
     ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
-    if len(ys) == 1 and len(xs) == 1:  # one pass: nothing to blend
-        emit(0, infer(read_tile(0, th, 0, tw)[None])[0])
+    total = len(ys) * len(xs)
+    if total == 1:  # one pass: nothing to blend
+        emit(0, 0, infer(read_tile(0, th, 0, tw)[None])[0])
+        if progress is not None:
+            progress(1, 1)
         return
-    wy, wx = ramp_weights(ys, th, height, scale), ramp_weights(xs, tw, width, scale)
-    # At tile row i, buf holds output rows [ys[i]*scale, (ys[i]+th)*scale): all a tile
-    # row touches. Rows above the next tile row are final and are emitted; the rest
-    # moves to the top for the next row. One fixed buffer, whatever the height.
-    buf = np.zeros((th * scale, width * scale, channels), dtype=np.float32)
+    s = scale
+    wy, wx = ramp_weights(ys, th, height, s), ramp_weights(xs, tw, width, s)
+    # Tile row i spans output rows [ys[i]*s, (ys[i]+th)*s): the band [ys[i]*s, ys[i+1]*s)
+    # is final after it; the rest (the carry) is accumulated, at full width, until the
+    # next tile row. Within the band, tile j finishes columns [xs[j]*s, xs[j+1]*s); its
+    # other band columns pass to tile j+1 as `hcarry`.
+    carry_h = max(((y + th - ys[i + 1]) * s for i, y in enumerate(ys[:-1])), default=0)
+    carry = np.zeros((carry_h, width * s, channels), dtype=np.float32)
+    nxt = np.zeros_like(carry)
+    old_rows = 0  # rows of `carry` holding data, from output row ys[i]*s down
+    done = 0
     for i, y in enumerate(ys):
+        band = (ys[i + 1] - y) * s if i + 1 < len(ys) else th * s
+        new_rows = th * s - band  # carry rows this tile row leaves
+        # Carry rows from earlier tile rows that lie below this band move on.
+        moved = max(0, old_rows - band)
+        nxt[:moved] = carry[band:old_rows]
+        nxt[moved:new_rows] = 0.0
+        hcarry: np.ndarray | None = None
         for j, x in enumerate(xs):
             sr = infer(read_tile(y, y + th, x, x + tw)[None])[0]
-            weight = (wy[i][:, None] * wx[j][None, :])[:, :, None]
-            buf[:, x * scale:(x + tw) * scale] += sr * weight
-        done = (ys[i + 1] - y) * scale if i + 1 < len(ys) else th * scale
-        emit(y * scale, buf[:done])
-        keep = th * scale - done
-        buf[:keep] = buf[done:]
-        buf[keep:] = 0.0
+            part = sr * (wy[i][:, None] * wx[j][None, :])[:, :, None]
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            c0, c1 = x * s, (x + tw) * s
+            if new_rows:
+                nxt[:new_rows, c0:c1] += part[band:]
+            win = part[:band]
+            hc = 0 if hcarry is None else hcarry.shape[1]
+            if hc:
+                win[:, :hc] += hcarry
+            rows = min(old_rows, band)  # earlier tile rows' share of this band
+            if rows:
+                win[:rows, hc:] += carry[:rows, c0 + hc:c1]
+            fin = (xs[j + 1] - x) * s if j + 1 < len(xs) else tw * s
+            hcarry = win[:, fin:]
+            emit(y * s, c0, win[:, :fin])
+        carry, nxt = nxt, carry
+        old_rows = new_rows
 
 
 def pad_to(img: np.ndarray, min_h: int, min_w: int) -> np.ndarray:

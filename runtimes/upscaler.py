@@ -1,16 +1,18 @@
 """`Upscaler`: an exported RDSRN model as an image -> image function (numpy only).
 
 Images are numpy arrays HxW (gray) or HxWxC with C = 1 (gray), 2 (gray + alpha),
-3 (RGB) or 4 (RGBA); dtype uint8 (0..255) or uint16 (0..65535), or float32/float64 in
-[0, 1]. The result has the same dtype, channel count and colour order, and is `scale`
-times larger. Colour goes through the model (gray is replicated to RGB and averaged
-back); alpha is resized with bicubic interpolation (cv2.INTER_CUBIC).
+3 (RGB) or 4 (RGBA); dtype uint8 (0..255) or uint16 (0..65535), or float16/float32/
+float64 with every value in [0, 1] (NaN, infinity or values outside [0, 1] are refused
+with a UserError, never clipped silently). The result has the same dtype, channel count
+and colour order, and is `scale` times larger. Colour goes through the model (gray is
+replicated to RGB and averaged back); alpha is resized with bicubic interpolation
+(cv2.INTER_CUBIC).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -23,17 +25,30 @@ from .tiling import balanced_tile, pad_to, run_tiled
 DEFAULT_TILE = 192
 DEFAULT_OVERLAP = 16
 
-_EMIT_CHUNK = 64  # output rows converted at a time
+_ALPHA_ROWS = 256  # LR rows of alpha resized at a time
+_ALPHA_MARGIN = 3  # extra LR rows each side of a strip (bicubic reads 2)
 
 _MAXVAL = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _check_float_range(image: np.ndarray) -> None:
+    """Float images must be finite and within [0, 1] (UserError otherwise)."""
+    lo, hi = float(image.min()), float(image.max())  # NaN propagates, without a warning
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise UserError(f"float image holds NaN or infinite values (dtype {image.dtype})")
+    if lo < 0.0 or hi > 1.0:
+        raise UserError(f"float image values must be in [0, 1], found {lo:g} .. {hi:g} "
+                        "(divide 8-bit data by 255, or clip)")
 
 
 class Upscaler:
     """Super-resolve images with an exported model file (.onnx or .tflite).
 
     Args:
-        model_path: the model file. Its embedded metadata sets everything: scale, tensor
-            layout, fixed or dynamic input size, value range, precision, I/O dtype.
+        model_path: the model file, or a bundled model's name ("rdsrn_x4_int8.tflite",
+            "rdsrn_x4_int8", "rdsrn_x4": see runtimes.bundled). Its embedded metadata
+            sets everything: scale, tensor layout, fixed or dynamic input size, value
+            range, precision, I/O dtype.
         backend: "auto" (by file content), "onnxruntime" or "litert".
         threads: CPU threads for the runtime (default: all available cores).
         tile: largest LR tile side in pixels (default DEFAULT_TILE); tiles are shrunk
@@ -49,7 +64,9 @@ class Upscaler:
     def __init__(self, model_path: str | Path, *, backend: str = "auto",
                  threads: int | None = None, tile: int | None = None,
                  overlap: int | None = None) -> None:
-        self.model_path = Path(model_path)
+        from .bundled import resolve_model  # a file path, or a bundled name
+
+        self.model_path = resolve_model(str(model_path))
         self._backend = load_backend(self.model_path, backend, threads)
         meta = self._backend.metadata
         self.metadata: dict[str, Any] = meta
@@ -91,9 +108,28 @@ class Upscaler:
         unclamped. No tiling, padding or size checks."""
         return self._backend.run(x)
 
-    def upscale(self, image: np.ndarray) -> np.ndarray:
+    def upscale(self, image: np.ndarray,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Upscale an RGB(A) or gray image; see the module docstring for accepted
-        shapes and dtypes. Returns an array of the same dtype and channel layout."""
+        shapes and dtypes. Returns an array of the same dtype and channel layout.
+
+        progress(done, total), if given, is called after each model call (tiles done,
+        tiles in the image). The result is written once, into one preallocated array;
+        the float working memory is one tile plus the rows shared by two rows of tiles.
+        """
+        return self._upscale(image, bgr=False, progress=progress)
+
+    def upscale_bgr(self, image: np.ndarray,
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """`upscale` for OpenCV's BGR / BGRA order (gray passes through unchanged). The
+        channel order is swapped per tile, on the way in and out: no copy of the image
+        or of the result is made."""
+        return self._upscale(image, bgr=True, progress=progress)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _upscale(self, image: np.ndarray, bgr: bool,
+                 progress: Callable[[int, int], None] | None) -> np.ndarray:
         image = np.asarray(image)
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
             raise UserError(f"expected an HxW or HxWxC image with C in 1..4, got shape "
@@ -105,73 +141,79 @@ class Upscaler:
             maxval = _MAXVAL[dtype]
         elif dtype.kind == "f":
             maxval = 1.0
+            _check_float_range(image)
         else:
             raise UserError(f"unsupported image dtype {dtype} (use uint8, uint16 or float)")
-        if image.ndim == 2:
-            return self._color(image[:, :, None], maxval, gray=True)[:, :, 0]
-        c = image.shape[2]
-        if c in (1, 3):
-            return self._color(image, maxval, gray=c == 1)
-        color = self._color(image[:, :, :c - 1], maxval, gray=c == 2)
-        alpha = self._resize_alpha(image[:, :, c - 1])
-        return np.concatenate([color, alpha[:, :, None]], axis=2)
+        img3 = image[:, :, None] if image.ndim == 2 else image
+        h, w, c = img3.shape
+        s = self.scale
+        out = np.empty((h * s, w * s, c), dtype=dtype)  # the only full-size allocation
+        n_color = c if c in (1, 3) else c - 1
+        self._color(img3[:, :, :n_color], maxval, out[:, :, :n_color],
+                    swap=bgr and n_color == 3, progress=progress)
+        if n_color < c:
+            self._resize_alpha(img3[:, :, c - 1], out[:, :, c - 1])
+        return out[:, :, 0] if image.ndim == 2 else out
 
-    def upscale_bgr(self, image: np.ndarray) -> np.ndarray:
-        """`upscale` for OpenCV's BGR / BGRA order (gray passes through unchanged)."""
-        image = np.asarray(image)
-        if image.ndim == 3 and image.shape[2] in (3, 4):
-            order = [2, 1, 0] + ([3] if image.shape[2] == 4 else [])
-            return self.upscale(image[:, :, order])[:, :, order]
-        return self.upscale(image)
-
-    # -- internals -----------------------------------------------------------------
-
-    def _resize_alpha(self, alpha: np.ndarray) -> np.ndarray:
+    def _resize_alpha(self, alpha: np.ndarray, out: np.ndarray) -> None:
+        """Bicubic (cv2.INTER_CUBIC) resize of an h x w alpha plane into `out` (h*s x
+        w*s), a strip of rows at a time; each strip is resized with a margin of source
+        rows, so it matches one whole-plane resize (within 1 unit for 8/16-bit data)."""
         import cv2  # a dependency of the package; needed only for alpha
 
         h, w = alpha.shape
-        src = alpha if alpha.dtype != np.float64 else alpha.astype(np.float32)
-        out = cv2.resize(src, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
-        if out.dtype.kind == "f":
-            out = np.clip(out, 0.0, 1.0)
-        return out.astype(alpha.dtype, copy=False)
+        s = self.scale
+        for r0 in range(0, h, _ALPHA_ROWS):
+            r1 = min(h, r0 + _ALPHA_ROWS)
+            a0, a1 = max(0, r0 - _ALPHA_MARGIN), min(h, r1 + _ALPHA_MARGIN)
+            # OpenCV resizes float32 but not float16 (and float64 needs no more precision)
+            src = alpha[a0:a1]
+            src = src.astype(np.float32) if src.dtype.kind == "f" else np.ascontiguousarray(src)
+            res = cv2.resize(src, (w * s, (a1 - a0) * s), interpolation=cv2.INTER_CUBIC)
+            res = res[(r0 - a0) * s:(r1 - a0) * s]
+            if res.dtype.kind == "f":
+                res = np.clip(res, 0.0, 1.0)
+            out[r0 * s:r1 * s] = res
 
-    def _color(self, image: np.ndarray, maxval: float, gray: bool) -> np.ndarray:
-        """HxWx3 (or HxWx1 gray) through the model, tile by tile."""
+    def _color(self, image: np.ndarray, maxval: float, out: np.ndarray, swap: bool,
+               progress: Callable[[int, int], None] | None) -> None:
+        """HxWx3 (or HxWx1 gray) through the model, tile by tile, into `out` (a view of
+        the result, h*s x w*s x 3 or 1). swap: the image is BGR (reversed per tile)."""
         h, w = image.shape[:2]
         s = self.scale
+        gray = image.shape[2] == 1
         need_h = need_w = self.min_input
         if self.input_size is not None:
             need_h, need_w = max(need_h, self.input_size[0]), max(need_w, self.input_size[1])
         src = pad_to(image, need_h, need_w)
         ph, pw = src.shape[:2]
         if self.input_size is not None:
-            tile = self.input_size
+            tile = self.input_size  # every model call gets exactly the fixed shape
         elif self.tile == 0:
             tile = (ph, pw)
         else:  # dynamic size: no more work than the tile count requires
             tile = (max(self.min_input, balanced_tile(ph, self.tile, self.overlap)),
                     max(self.min_input, balanced_tile(pw, self.tile, self.overlap)))
-        out = np.empty((h * s, w * s, image.shape[2]), dtype=image.dtype)
         inv = np.float32(1.0 / maxval)
+        order = slice(None, None, -1) if swap else slice(None)
 
         def read_tile(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-            t = src[y0:y1, x0:x1].astype(np.float32) * inv
+            t = src[y0:y1, x0:x1, order].astype(np.float32) * inv
             return np.repeat(t, 3, axis=2) if gray else t
 
-        def emit(row0: int, rows: np.ndarray) -> None:
-            rows = rows[:max(0, h * s - row0), :w * s]  # drop padding
-            for r in range(0, rows.shape[0], _EMIT_CHUNK):  # bounded temporaries
-                chunk = rows[r:r + _EMIT_CHUNK]
-                if gray:
-                    chunk = chunk.mean(axis=2, keepdims=True)
-                if image.dtype.kind == "f":
-                    chunk = np.clip(chunk, 0.0, 1.0)
-                else:
-                    chunk = chunk * np.float32(maxval)
-                    np.rint(chunk, out=chunk)
-                    np.clip(chunk, 0.0, maxval, out=chunk)
-                out[row0 + r:row0 + r + chunk.shape[0]] = chunk
+        def emit(y0: int, x0: int, block: np.ndarray) -> None:
+            block = block[:max(0, h * s - y0), :max(0, w * s - x0)]  # drop padding
+            if block.size == 0:
+                return
+            if gray:
+                block = block.mean(axis=2, keepdims=True)
+            if out.dtype.kind == "f":
+                np.clip(block, 0.0, 1.0, out=block)
+            else:
+                block *= np.float32(maxval)
+                np.rint(block, out=block)
+                np.clip(block, 0.0, maxval, out=block)
+            out[y0:y0 + block.shape[0], x0:x0 + block.shape[1]] = block[:, :, order]
 
-        run_tiled(read_tile, ph, pw, self._backend.run, s, tile, self.overlap, emit)
-        return out
+        run_tiled(read_tile, ph, pw, self._backend.run, s, tile, self.overlap, emit,
+                  progress=progress)
