@@ -6,28 +6,23 @@ benchmarks/results/:
         -> runtime_tiling.md
     python -m rdsrn.benchmarks.runtime_layer seams    --model M.onnx
         the same on strips exactly two tiles long (narrowest overlap) -> appended
-    python -m rdsrn.benchmarks.runtime_layer memory   --model M [--size 6000x4000]
-        peak RSS of one upscale in a fresh process -> runtime_memory.md
     python -m rdsrn.benchmarks.runtime_layer overhead --model M [--model M2 ...]
         Upscaler.upscale vs the bare interpreter call on the same input
         -> runtime_overhead.md
 
 Timings pause the background training run (kill -STOP <pid in /work/train.pid>) and
 always resume it (kill -CONT), also on errors and Ctrl-C. Only numpy, OpenCV and the
-runtime are used (no torch).
+runtime are used (no torch). Peak memory is measured by benchmarks/runtime_memory.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
-import resource
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -206,75 +201,6 @@ def cmd_seams(args: argparse.Namespace) -> None:
     print(f"appended to {out}")
 
 
-# -- memory ------------------------------------------------------------------------------
-
-_MEMORY_CHILD = r"""
-import json, resource, sys, time
-import numpy as np, cv2
-from rdsrn.runtimes import Upscaler
-model, w, h, seed_img, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-src = cv2.cvtColor(cv2.imread(seed_img, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-img = cv2.resize(src, (w, h), interpolation=cv2.INTER_CUBIC)
-up = Upscaler(model, threads=int(threads) if threads != "none" else None)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-out = up.upscale(img)
-dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(before_kib=base, peak_kib=peak, seconds=dt, out_shape=list(out.shape),
-                      in_bytes=img.nbytes, out_bytes=out.nbytes, tile=up.tile,
-                      overlap=up.overlap, label=f"{up.model_path.name} ({up.format} "
-                      f"{up.precision}, {up.backend})")))
-"""
-
-
-def cmd_memory(args: argparse.Namespace) -> None:
-    seed = DATA / "test" / "BSD68" / "108005.png"
-    rows = []
-    for size in args.size:
-        w, h = (int(v) for v in size.lower().split("x"))
-        print(f"{w}x{h} ...", flush=True)
-        res = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(args.model), str(w),
-                              str(h), str(seed), str(args.threads or "none")],
-                             capture_output=True, text=True, cwd=REPO)
-        if res.returncode != 0:
-            raise SystemExit(res.stderr)
-        r = json.loads(res.stdout.strip().splitlines()[-1])
-        r["size"] = (w, h)
-        rows.append(r)
-        print(r, flush=True)
-    mib = 1024.0
-    lines = [
-        "# Peak memory of one large upscale (runtime layer)",
-        "",
-        f"Model: {rows[0]['label']}; default tiling (tile {rows[0]['tile']}, overlap "
-        f"{rows[0]['overlap']}). A fresh process reads a photo, resizes it to the input "
-        "size, builds the Upscaler, then runs `Upscaler.upscale` once. Peak RSS is the "
-        "process's ru_maxrss. The output array itself must be held in memory "
-        "(uint8, 3 x width x height x scale^2); the rest, the working set, does not grow "
-        "with the image height (one float strip of tile x scale rows of output width).",
-        "",
-        "| input (LR) | output | input array MiB | output array MiB | RSS before upscale MiB "
-        "| peak RSS MiB | peak - before - output MiB | time s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        w, h = r["size"]
-        oh, ow = r["out_shape"][:2]
-        extra = r["peak_kib"] / mib - r["before_kib"] / mib - r["out_bytes"] / 2**20
-        lines.append(f"| {w}x{h} | {ow}x{oh} | {r['in_bytes'] / 2**20:.0f} | "
-                     f"{r['out_bytes'] / 2**20:.0f} | {r['before_kib'] / mib:.0f} | "
-                     f"{r['peak_kib'] / mib:.0f} | {extra:.0f} | {r['seconds']:.0f} |")
-    if args.note:
-        lines += ["", args.note]
-    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer memory {' '.join(sys.argv[2:])}`",
-              f"Machine: {machine()}; the background training run was running (memory, not "
-              "time, is measured here; times are indicative only).", ""]
-    out = RESULTS / args.out
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
-
-
 # -- overhead ----------------------------------------------------------------------------
 
 def _raw_runner(up, img: np.ndarray):
@@ -392,12 +318,6 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--limit", type=int, default=4)
     w.add_argument("--threads", type=int)
     w.add_argument("--out", default="runtime_tiling.md", help="appended to")
-    m = sub.add_parser("memory")
-    m.add_argument("--model", required=True)
-    m.add_argument("--size", nargs="+", default=["6000x4000"])
-    m.add_argument("--threads", type=int)
-    m.add_argument("--out", default="runtime_memory.md")
-    m.add_argument("--note", default="", help="a line of context for the report")
     o = sub.add_parser("overhead")
     o.add_argument("--model", nargs="+", required=True)
     o.add_argument("--size", nargs="+", default=["128x128", "320x180"])
@@ -408,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--note", default="", help="a line of context for the report")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    {"tiling": cmd_tiling, "seams": cmd_seams, "memory": cmd_memory,
+    {"tiling": cmd_tiling, "seams": cmd_seams,
      "overhead": cmd_overhead}[args.cmd](args)
 
 
