@@ -19,6 +19,7 @@ class ModelSource:
     name: str  # registry name (or the weights file's stem when unknown)
     weights_sha256: str  # sha256 of the source .safetensors; "random-seed-N" for dev
     weights_file: str | None
+    qat: dict[str, Any] | None = None  # the weights' "qat" metadata (QAT ranges), if any
 
     @property
     def config(self) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def load_source(spec: str, *, random_seed: int | None = None) -> ModelSource:
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: bad model config in metadata ({exc})") from None
         load_into(model, path)
-        return ModelSource(model.float().eval(), str(name), file_sha256(path), str(path))
+        return ModelSource(model.float().eval(), str(name), file_sha256(path), str(path),
+                           meta.get("qat"))
 
     if spec not in list_models():
         raise UserError(unknown_name_message("model", spec, list_models()))
@@ -85,7 +87,8 @@ def load_source(spec: str, *, random_seed: int | None = None) -> ModelSource:
     wpath = weights_path(spec)
     if wpath.is_file():
         model = create_model(spec, pretrained=True)
-        return ModelSource(model.float().eval(), spec, file_sha256(wpath), str(wpath))
+        return ModelSource(model.float().eval(), spec, file_sha256(wpath), str(wpath),
+                           getattr(model, "pretrained_meta", {}).get("qat"))
     if random_seed is None:
         raise UserError(f"no shipped weights for {spec!r} yet ({wpath}); pass a .safetensors "
                         "file, or --random-weights SEED for a development export")

@@ -1,0 +1,106 @@
+"""The training side of quantization-aware fine-tuning: the `qat` config section.
+
+`qat: {calib_patches: 32}` in a config (rdsrn/configs/rdsrn_x4_qat.yaml) makes the
+Trainer wrap its model in `rdsrn.quant.qat.QATRDSRN` after loading `init_from` (which
+must be FP32 weights of exactly this architecture and scale), calibrate the activation
+ranges by min/max on LR patches (64x64, as the exporters) of the training images, and then fine-tune weights and
+ranges together. Validation runs the fake-quant model; the saved .safetensors hold the
+plain RDSRN weights with the learned ranges under the metadata key "qat".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from rdsrn.runtimes.errors import UserError
+
+CALIB_PATCH_LR = 64  # LR side of a calibration patch, as the INT8 exporters use
+QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool}
+
+
+def check_section(section: dict[str, Any]) -> dict[str, Any]:
+    """Validate a config's `qat` mapping (unknown keys and wrong types are errors)."""
+    from rdsrn.quant.groups import check_groups
+
+    for key, value in section.items():
+        if key not in QAT_KEYS:
+            raise UserError(f"config key 'qat.{key}': unknown (qat keys: {', '.join(QAT_KEYS)})")
+        if not isinstance(value, QAT_KEYS[key]) or (isinstance(value, bool)
+                                                      and QAT_KEYS[key] is not bool):
+            raise UserError(f"config key 'qat.{key}': expected {QAT_KEYS[key].__name__}, "
+                            f"got {type(value).__name__}")
+    if section.get("calib_patches", 1) < 1:
+        raise UserError("config key 'qat.calib_patches': must be >= 1")
+    check_groups(section.get("float_groups", []), "qat.float_groups")
+    return section
+
+
+def calibration_batches(folders: list[str], scale: int, patch: int, n: int,
+                        seed: int) -> list[torch.Tensor]:
+    """`n` LR patches (side `patch`) of random HR crops of the training images, in
+    batches of <= 8: float NCHW in [0, 1]."""
+    from ..data import make_lr, read_image
+    from .data import find_images, read_training_image
+
+    files = find_images(folders)
+    rng = np.random.default_rng(seed)
+    side = patch * scale
+    patches: list[np.ndarray] = []
+    for i in rng.permutation(len(files)):
+        img = read_training_image(files[int(i)], read_image)
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        h, w = img.shape[:2]
+        if h < side or w < side:
+            continue
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        patches.append(make_lr(np.ascontiguousarray(img[y:y + side, x:x + side]), scale))
+        if len(patches) == n:
+            break
+    if not patches:
+        raise UserError(f"QAT calibration: no training image is at least {side}px on each side")
+    arr = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float().div(255.0)
+    return list(arr.split(8))
+
+
+def prepare(model: nn.Module, cfg: Any, calibrate: bool,
+            log: Callable[[str], None]) -> nn.Module:
+    """The QAT model of `model` (already holding `cfg.init_from`), ranges calibrated
+    unless `calibrate` is False (a resumed run loads them from its checkpoint)."""
+    from rdsrn.models.rdsrn import RDSRN
+    from rdsrn.quant.qat import QATRDSRN, check_qat_init
+
+    section = check_section(dict(cfg.qat))
+    if not isinstance(model, RDSRN):
+        raise UserError(f"qat: supports RDSRN models only, not {cfg.model}")
+    if not cfg.init_from:
+        raise UserError("qat: needs init_from (the FP32 weights to fine-tune)")
+    check_qat_init(model, cfg.init_from)
+    if cfg.precision != "fp32":
+        raise UserError(f"qat: precision must be fp32, not {cfg.precision!r} (bf16 cannot "
+                        "hold the 256 levels of an 8-bit grid exactly)")
+    q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True))
+    if calibrate:
+        n = section.get("calib_patches", 32)
+        device = next(model.parameters()).device
+        batches = calibration_batches(cfg.train_dirs, model.scale, CALIB_PATCH_LR, n,
+                                      cfg.seed + 7)
+        seen = q.calibrate(b.to(device) for b in batches)
+        log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
+    return q
+
+
+def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """(module to save, metadata): a QAT model saves its inner RDSRN with the learned
+    ranges in meta["qat"]; any other model is returned unchanged."""
+    from rdsrn.quant.qat import QATRDSRN, qat_metadata
+
+    if not isinstance(model, QATRDSRN):
+        return model, meta
+    meta = dict(meta)
+    meta["qat"] = qat_metadata(model, {"from": meta.get("recipe", {}).get("init_from")})
+    return model.m, meta

@@ -1,0 +1,176 @@
+"""Quantization-aware fine-tuning: the fake-quant model mirrors the exported INT8 graph,
+QAT ranges travel into the ONNX QDQ file, training hooks, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rdsrn.models.rdsrn import RDSRN
+from rdsrn.quant.qat import QATRDSRN, check_qat_init, point_names, qat_from_metadata
+from rdsrn.runtimes.errors import UserError
+from export_fixtures import SMALL, crop_inputs, small_source
+
+
+def _calibrated(model: RDSRN, data_dir: Path, n: int = 4) -> tuple[QATRDSRN, object]:
+    from rdsrn.export.calibration import make_calibration_set
+
+    calib = make_calibration_set(data_dir / "train", int(model.config["scale"]), n,
+                                 size=(24, 24))
+    q = QATRDSRN(model).eval()
+    q.calibrate(torch.from_numpy(calib.nchw()).split(2))
+    return q, calib
+
+
+def test_float_mode_is_the_float_model() -> None:
+    torch.manual_seed(0)
+    m = RDSRN(**SMALL).eval()
+    q = QATRDSRN(m).eval()
+    q.mode = "float"
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(q(x), m(x).clamp(0, 1))
+        q.mode = "quant"
+        y = q(x)
+    assert not torch.equal(y, m(x).clamp(0, 1))
+    assert torch.allclose(y * 255, (y * 255).round(), atol=1e-4)  # output on the 1/255 grid
+
+
+def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
+    """Every activation QDQ of the onnxruntime INT8 file is one QAT point (plus the fixed
+    input/output and the grid-sharing splits/DepthToSpace), and the file computes on
+    the QAT grids after apply_onnx_ranges."""
+    from onnx import numpy_helper
+
+    from rdsrn.export.calibration import make_calibration_set  # noqa: F401
+    from rdsrn.export.onnx_export import build_fp32, quantize_int8
+    from rdsrn.export.parity import compare, onnx_runner, torch_runner
+    from rdsrn.export.qat_ranges import apply_onnx_ranges
+
+    src = small_source()
+    q, calib = _calibrated(src.model, data_dir)
+    with torch.no_grad():  # move the ranges away from what onnxruntime calibrates
+        q.act_scale.mul_(3.0)
+    fp32 = build_fp32(src.model)
+    qdq, _ = quantize_int8(fp32, calib)
+    inits = {i.name: i for i in qdq.graph.initializer}
+    prod = {o: n for n in qdq.graph.node for o in n.output}
+    acts = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    shared = [n for n in acts if n.input[0] in prod
+              and prod[n.input[0]].op_type in ("Split", "DepthToSpace")]
+    assert len(acts) - len(shared) - 2 == len(point_names(SMALL["recursions"]))
+    before = onnx_runner(qdq.SerializeToString())
+    crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
+    info = apply_onnx_ranges(qdq, fp32, q, crops[0])
+    assert info["tensors"] == len(acts) and info["max_match_error"] < 1e-3
+    scale_of = {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]])) for n in acts}
+    direct = sorted(v for t, v in scale_of.items()
+                    if not any(t == n.input[0] for n in shared) and abs(v - 1 / 255) > 1e-9)
+    assert np.allclose(direct, sorted(r["scale"] for r in q.ranges().values()), rtol=1e-5)
+    for n in shared:  # a split / DepthToSpace output keeps its input's grid
+        t = prod[n.input[0]].input[0]  # DQ output <- Q <- the input tensor
+        t = prod[prod[t].input[0]].input[0]
+        assert scale_of[n.input[0]] == scale_of[t]
+    after = onnx_runner(qdq.SerializeToString())
+    ref = torch_runner(src.model)
+    p_fq, p_after, p_before = (compare(r, ref, crops)["psnr_vs_torch"]
+                               for r in (torch_runner(q), after, before))
+    # The file now has the (3x coarser) QAT grids: as far from FP32 as the fake-quant
+    # model, not as close as the calibrated file. (Not bit-exact: integer requantization
+    # rounds differently and 1-LSB flips propagate.)
+    assert abs(p_after - p_fq) < 1.5 and p_before - p_after > 3
+
+
+def test_metadata_round_trip_and_fp32_only_weights(data_dir: Path, tmp_path: Path) -> None:
+    from rdsrn.training.qat import weights_view
+    from rdsrn.weights import load_state, save_weights
+
+    src = small_source()
+    q, _ = _calibrated(src.model, data_dir)
+    model, meta = weights_view(q, {"model": "rdsrn_x4", "config": dict(src.model.config)})
+    assert model is src.model and len(meta["qat"]["ranges"]) == len(q.points)
+    save_weights(tmp_path / "w.safetensors", model, meta)
+    state, meta2 = load_state(tmp_path / "w.safetensors")
+    assert set(state) == set(src.model.state_dict())  # a plain RDSRN state dict
+    q2 = qat_from_metadata(src.model, meta2, "w")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(q(x), q2(x))
+    with pytest.raises(UserError, match="FP32-only weights"):
+        qat_from_metadata(src.model, {"model": "rdsrn_x4"}, "w")
+
+
+def test_qat_init_refuses_other_scale_or_architecture(tmp_path: Path) -> None:
+    from rdsrn.weights import save_weights
+
+    other = RDSRN(**{**SMALL, "scale": 2})
+    save_weights(tmp_path / "x2.safetensors", other, {})
+    with pytest.raises(UserError, match="QAT needs FP32 weights of this architecture"):
+        check_qat_init(RDSRN(**SMALL), str(tmp_path / "x2.safetensors"))
+    save_weights(tmp_path / "x4.safetensors", RDSRN(**SMALL), {})
+    check_qat_init(RDSRN(**SMALL), str(tmp_path / "x4.safetensors"))  # fits: no error
+
+
+def test_qat_training_run_saves_plain_weights_with_ranges(tmp_path: Path) -> None:
+    """Two QAT steps through the Trainer: ranges calibrated, weights move, the saved
+    .safetensors is a plain RDSRN state dict plus the "qat" metadata; resumable."""
+    import cv2
+
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import load_state, save_weights
+
+    torch.set_num_threads(1)
+    data = tmp_path / "train"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (280, 280))
+        cv2.imwrite(str(data / f"i{i}.png"), img)
+    tiny = dict(channels=8, hr_channels=4, wide=1)
+    init = tmp_path / "fp32.safetensors"
+    torch.manual_seed(0)
+    save_weights(init, RDSRN(scale=4, **tiny), {})
+    sets = [f"train_dirs=[{data}]", f"out_dir={tmp_path / 'run'}",
+            f"cache_dir={tmp_path / 'cache'}", f"val_dir={data}", f"init_from={init}",
+            "model_args={channels: 8, hr_channels: 4, wide: 1}", "patch_size=8",
+            "batch_size=2", "iterations=2", "val_every=2", "ckpt_every=1", "threads=1",
+            "max_minutes=0", "qat={calib_patches: 2}"]
+    cfg = load_config("rdsrn_x4_qat", sets)
+    t = Trainer(cfg, progress=False)
+    assert isinstance(t.model, QATRDSRN)
+    t.fit()
+    state, meta = load_state(tmp_path / "run" / "best.safetensors")
+    assert "qat" in meta and len(meta["qat"]["ranges"]) == len(point_names(3))
+    assert set(state) == set(RDSRN(scale=4, **tiny).state_dict())
+    resumed = Trainer(load_config("rdsrn_x4_qat", sets + ["iterations=3"]), resume=True,
+                      progress=False)
+    assert resumed.iteration == 2 and isinstance(resumed.model, QATRDSRN)
+    assert torch.equal(resumed.model.act_scale, t.model.act_scale)
+    with pytest.raises(UserError, match="qat.bogus"):
+        Trainer(load_config("rdsrn_x4_qat", sets[:1] + [f"out_dir={tmp_path / 'r2'}"]
+                            + sets[2:] + ["qat={bogus: 1}"]), progress=False)
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
+    from rdsrn.cli import main as cli_main
+
+    code = cli_main(["export", "--format", "onnx", "--precision", "int8", "--calib",
+                     str(tmp_path), "--keep-float", "hfrrb,nonsense", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unknown layer group 'nonsense'" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+    # --qat from FP32-only weights (the shipped rdsrn_x2 has no QAT ranges)
+    from rdsrn.weights import weights_path
+
+    if weights_path("rdsrn_x2").is_file():
+        calib = tmp_path / "calib"
+        calib.mkdir()
+        code = cli_main(["export", "--model", "rdsrn_x2", "--format", "onnx", "--precision",
+                         "int8", "--calib", str(calib), "--qat", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1
+        assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
