@@ -92,15 +92,8 @@ def test_too_small_image_is_an_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    import cv2
-
-    root = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        small = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)
-        cv2.imwrite(str(root / f"img{i}.png"), cv2.resize(small, (72, 64), interpolation=cv2.INTER_CUBIC))
-    return root
+def tiny_data(tmp_path_factory, make_tiny_images) -> Path:
+    return make_tiny_images(tmp_path_factory.mktemp("train"), 4)
 
 
 def _cfg(data: Path, out: Path, *extra: str):

@@ -21,17 +21,8 @@ TINY_MODEL = "{channels: 16, hr_channels: 8, wide: 2}"
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """Six smooth synthetic 64x72 RGB images (PNG)."""
-    import cv2
-
-    root = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        small = rng.integers(0, 256, (8, 9, 3), dtype=np.uint8)
-        img = cv2.resize(small, (72, 64), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(str(root / f"img{i}.png"), img)
-    return root
+def tiny_data(tmp_path_factory, make_tiny_images) -> Path:
+    return make_tiny_images(tmp_path_factory.mktemp("train"), 6)
 
 
 def tiny_cfg(data: Path, out: Path, **extra: str) -> TrainConfig:
