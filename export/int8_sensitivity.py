@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             run = torch_runner(model)
         res = psnr_of(run)
         row = {"variant": label, "float": list(keep),
-               **{f"{d}_delta": round(ref[d] - res[d], 4) for d in datasets},
+               **{f"{d}_delta": round(res[d] - ref[d], 4) for d in datasets},
                **{f"{d}_psnr": res[d] for d in datasets}}
         rows.append(row)
         print(f"{label}: {row} ({time.perf_counter() - t:.0f} s)", flush=True)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# INT8 sensitivity per layer group: {args.model} ({report['engine']})", "",
              f"Ranges: {report['ranges']}. FP32 Y-PSNR: " +
              ", ".join(f"{d} {v:.3f} dB" for d, v in ref.items()) +
-             f". {report['date']}, torch {report['torch']}. ΔPSNR = FP32 - INT8 (dB).", "",
+             f". {report['date']}, torch {report['torch']}. ΔPSNR = INT8 - FP32 (dB; negative = INT8 worse).", "",
              "| variant | " + " | ".join(f"{d} Δ" for d in datasets) + " |",
              "|---|" + "---|" * len(datasets)]
     for r in rows:
