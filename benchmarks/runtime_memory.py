@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from rdsrn.benchmarks.runtime_layer import machine
 from rdsrn.runtimes.tiling import balanced_tile
 from rdsrn.runtimes.upscaler import DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -77,18 +78,6 @@ def child(model: str, size: tuple[int, int], impl: str, fake: str, threads: int)
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()} {platform.release()}"
 
 
 def main(argv: list[str] | None = None) -> None:

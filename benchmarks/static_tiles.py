@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rdsrn.benchmarks.runtime_layer import machine
 from rdsrn.runtimes import Upscaler
 from rdsrn.runtimes.tiling import tile_starts
 
@@ -144,18 +145,6 @@ def main(argv: list[str] | None = None) -> None:
     out = RESULTS / args.out
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()}"
 
 
 def runtime_versions() -> str:

@@ -42,6 +42,16 @@ def _img(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
 
 
+def _traced_peak(fn, img: np.ndarray) -> tuple[np.ndarray, int]:
+    """fn(img) and the peak bytes tracemalloc saw while it ran."""
+    tracemalloc.start()
+    try:
+        out = fn(img)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_upscale_bgr_is_upscale_with_reversed_channels(onnx_x4: Path) -> None:
     up, _ = _fake(onnx_x4, tile=24, overlap=4)
     for c in (3, 4):
@@ -91,12 +101,7 @@ def test_upscale_bgr_allocates_the_output_once(onnx_x4: Path) -> None:
     up, _ = _fake(onnx_x4, tile=32, overlap=4)
     img = _img(300, 500, 3)
     up.upscale_bgr(img[:8, :8])  # warm up lazy imports outside the measurement
-    tracemalloc.start()
-    try:
-        out = up.upscale_bgr(img)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced_peak(up.upscale_bgr, img)
     assert out.shape == (1200, 2000, 3) and out.flags.c_contiguous
     assert peak <= 1.4 * out.nbytes, (peak, out.nbytes)
 
@@ -104,12 +109,7 @@ def test_upscale_bgr_allocates_the_output_once(onnx_x4: Path) -> None:
 def test_rgba_alpha_written_in_place_matches_whole_resize(onnx_x4: Path) -> None:
     up, _ = _fake(onnx_x4, tile=32, overlap=4)
     img = _img(600, 200, 4)  # taller than one alpha strip
-    tracemalloc.start()
-    try:
-        out = up.upscale(img)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced_peak(up.upscale, img)
     assert peak <= 1.4 * out.nbytes, (peak, out.nbytes)
     ref = cv2.resize(img[:, :, 3], (800, 2400), interpolation=cv2.INTER_CUBIC)
     assert np.abs(out[:, :, 3].astype(int) - ref.astype(int)).max() <= 1
