@@ -3,13 +3,14 @@
     python -m rdsrn.export.bundle                    # every model of BUNDLES
     python -m rdsrn.export.bundle --model rdsrn_x2   # one of them
 
-x4 (the default model) is bundled in all four (format, precision) pairs; x2 and x3 in FP32
-only (ONNX and TFLite), to keep the wheel small and because their INT8 files failed the
-0.3 dB gate (TFLite INT8 x2 lost 0.54 dB on Set5: the x4 calibration recipe does not carry
-over to the higher-PSNR scales; see README). Run it again whenever
-rdsrn/weights/<model>.safetensors changes; every file passes its
-export gate (FP32 parity, INT8 ΔPSNR on Set5 <= --max-drop) or is not written, and
-carries the weights' sha256 (tests/test_export_bundle.py checks that it matches).
+Every scale is bundled in all four (format, precision) pairs. The FP32 files come from
+rdsrn/weights/<model>.safetensors; the INT8 files from the quantization-aware fine-tuned
+rdsrn/weights/<model>_qat.safetensors with the ranges QAT learned (`rdsrn export --qat`;
+made by `rdsrn train --config <model>_qat` and `python -m rdsrn.training.ship`), or, where
+no QAT weights are shipped, from the FP32 weights by min/max calibration (PTQ). Run it
+again whenever a weights file changes; every file passes its export gate (FP32 parity,
+INT8 ΔPSNR on Set5 <= --max-drop, QAT files also vs the fake-quant model) or is not
+written, and carries its weights' sha256 (tests/test_export_bundle.py checks it).
 """
 
 from __future__ import annotations
@@ -54,16 +55,30 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
     calib = None
     if any(p == "int8" for _, p in only):
         calib = make_calibration_set(calib_dir, scale, calib_n)
+    qat_file = qat_weights(model)
+    qat_src = None
+    if qat_file is not None and random_seed is None:
+        qat_src = load_source(str(qat_file))
+        if qat_src.name != src.name or not qat_src.qat:
+            raise UserError(f"{qat_file}: not QAT weights of {src.name}")
+        log(f"[bundle] INT8 from QAT weights {qat_file} sha256 {qat_src.weights_sha256}")
     results = []
     for fmt, precision in only:
         out = Path(out_dir) / artifact_name(src.name, fmt, precision, None)
+        use_qat = precision == "int8" and qat_src is not None
         kw = dict(calib=calib if precision == "int8" else None, parity_inputs=inputs,
-                  eval_dir=eval_dir, max_drop=max_drop, log=log)
-        if fmt == "onnx":
-            results.append(export_onnx(src, out, precision, **kw))
-        else:
-            results.append(export_tflite(src, out, precision, **kw))
+                  eval_dir=eval_dir, max_drop=max_drop, log=log, qat=use_qat)
+        exporter = export_onnx if fmt == "onnx" else export_tflite
+        results.append(exporter(qat_src if use_qat else src, out, precision, **kw))
     return results
+
+
+def qat_weights(model: str) -> Path | None:
+    """The shipped QAT weights of `model` (rdsrn/weights/<model>_qat.safetensors), if any."""
+    from rdsrn.weights import weights_path
+
+    path = weights_path(f"{model}_qat")
+    return path if path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,9 +157,8 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     keep_float: tuple[str, ...] = ()
     if args.qat and precision != "int8":
         raise UserError("--qat applies to --precision int8 only")
-    if args.qat and formats != ["onnx"]:
-        raise UserError("--qat: only the ONNX exporter carries QAT ranges so far; "
-                        "add --format onnx")
+    if args.qat and "tflite" in formats and int8_io != "uint8":
+        raise UserError("--qat: QAT ranges are uint8 grids; drop --int8-io int8")
     if args.keep_float is not None:
         from rdsrn.quant.groups import check_groups
 
@@ -250,7 +249,7 @@ def _run(args: argparse.Namespace) -> int:
             from .tflite_export import export_tflite
 
             results.append(export_tflite(src, out, p["precision"], int8_io=p["int8_io"],
-                                         **common))
+                                         qat=p["qat"], **common))
             from .gpu_compat import report_for_export  # writes OUT.tflite.gpu.md
 
             report_for_export(out, log=common["log"])

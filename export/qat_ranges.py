@@ -43,7 +43,7 @@ def nodes_outside(model: Any, groups: set[str], inside: bool) -> list[str]:
     return [n.name for n in model.graph.node if (onnx_node_group(n.name) in groups) == inside]
 
 
-def _point_values(qat: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+def point_values(qat: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every activation point of the QAT model, run in float on NCHW `x`."""
     import torch
 
@@ -112,7 +112,7 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
     if lost:
         raise RuntimeError(f"QAT ranges: quantized tensor {lost[0]} is not in the FP32 graph")
     onnx_vals = _onnx_values(fp32, [q.input[0] for q in direct], x)
-    point_vals = _point_values(qat, x)
+    point_vals = point_values(qat, x)
     grid: dict[str, tuple[float, int]] = {}
     worst = 0.0
     for q in direct:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rdsrn.runtimes.errors import UserError
+
 from .calibration import CalibrationSet
 from .common import ExportResult, StepLog, atomic_write_bytes, human_size
 from .metadata import build_metadata, embed_tflite
@@ -109,8 +111,12 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
                   input_size: tuple[int, int] | None = None,
                   parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
                   max_drop: float = DEFAULT_MAX_DROP, int8_io: str = "uint8",
-                  log: Any = print) -> ExportResult:
+                  qat: bool = False, log: Any = print) -> ExportResult:
     """Export `src` to one .tflite file at `out_path`, gated by parity (see parity.py).
+
+    `qat` (int8, uint8 I/O): the activation grids are the ones the weights' QAT learned
+    (export/qat_tflite.py) instead of calibrated ones, and the file is also compared with
+    the fake-quant PyTorch model.
 
     `parity_inputs`: float32 NHWC [1, h, w, 3] real-image crops (of `input_size` when
     fixed). The file is written only after its gate passed.
@@ -122,6 +128,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"tflite: unsupported precision {precision!r}")
     label = f"tflite {precision}" + (f" {int8_io} I/O" if precision == "int8" else "")
+    qat_model = None
+    if qat and precision == "int8":
+        from .qat_ranges import qat_model_of
+
+        qat_model = qat_model_of(src)
+        if qat_model.float_groups:
+            raise UserError(f"{out_path.name}: QAT weights with float layer groups "
+                            f"{sorted(qat_model.float_groups)} export to ONNX only")
     steps = StepLog(label, log)
     model = src.model
 
@@ -138,6 +152,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         s["note"] = (f"{sum(info['ops'].values())} ops, DEPTH_TO_SPACE, no TRANSPOSE, input "
                      f"{info['input']['dtype']} {info['input']['shape_signature']}")
 
+    applied = None
+    if qat_model is not None:
+        from .qat_tflite import apply_tflite_ranges
+
+        with steps.step("QAT: learned activation grids into the INT8 graph") as s:
+            data, applied = apply_tflite_ranges(data, qat_model, parity_inputs[0])
+            s["note"] = (f"{applied['tensors']} tensors for {applied['points']} QAT points, "
+                         f"{applied['biases']} int32 biases requantized")
     ref = torch_runner(model)
     run = tflite_runner(data)
     delta = None
@@ -155,6 +177,11 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         quant = {"method": "float16 weights (TFLiteConverter)", "activations": "float32"}
     elif precision == "int8":
         assert calib is not None
+        fq_parity = None
+        if qat_model is not None:
+            from .qat_ranges import gate_fakequant
+
+            fq_parity = gate_fakequant(steps, run, qat_model, parity_inputs, str(out_path))
         eval_info = measure_int8_drop(steps, run, ref, eval_dir, input_size,
                                       int(model.config["scale"]), max_drop, str(out_path))
         delta = eval_info["delta_psnr"]
@@ -167,6 +194,9 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
                  "output": {"dtype": info["output"]["dtype"], "scale": info["output"]["scale"],
                             "zero_point": info["output"]["zero_point"]},
                  "calibration": calib.info}
+        if qat_model is not None:
+            quant["ranges"] = "learned by quantization-aware fine-tuning (QAT)"
+            quant["parity_fakequant"] = fq_parity
 
     io_dtype = info["input"]["dtype"]
     meta = build_metadata(src, fmt="tflite", precision=precision, io_dtype=io_dtype,

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rdsrn.export.bundle import BUNDLES, OUT_DIR  # noqa: E402
+from rdsrn.export.bundle import qat_weights, BUNDLES, OUT_DIR  # noqa: E402
 from rdsrn.export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
 from rdsrn.weights import file_sha256, weights_path  # noqa: E402
@@ -61,6 +61,10 @@ def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
     path = _path(fmt, precision, model)
     assert path.is_file(), f"{path} missing: run `python -m rdsrn.export.bundle --model {model}`"
     meta = _meta(path)
+    qat = qat_weights(model)
+    if precision == "int8" and qat is not None:  # INT8 files come from the QAT weights
+        weights = qat
+        assert meta["quantization"]["ranges"].startswith("learned by quantization-aware")
     assert meta["weights_sha256"] == file_sha256(weights), \
         f"{path} is stale (other weights): run `python -m rdsrn.export.bundle --model {model}`"
     assert meta["precision"] == precision and meta["format"] == fmt

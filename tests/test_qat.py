@@ -3,6 +3,8 @@ QAT ranges travel into the ONNX QDQ file, training hooks, bad input."""
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 from rdsrn.models.rdsrn import RDSRN
-from rdsrn.quant.qat import QATRDSRN, check_qat_init, point_names, qat_from_metadata
+from rdsrn.quant.qat import (QATRDSRN, check_qat_init, is_tflite_only, point_names,
+                             qat_from_metadata)
 from rdsrn.runtimes.errors import UserError
 from export_fixtures import SMALL, crop_inputs, small_source
 
@@ -53,7 +56,7 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     src = small_source()
     q, calib = _calibrated(src.model, data_dir)
     with torch.no_grad():  # move the ranges away from what onnxruntime calibrates
-        q.act_scale.mul_(3.0)
+        q.act_log_scale.add_(math.log(3.0))
     fp32 = build_fp32(src.model)
     qdq, _ = quantize_int8(fp32, calib)
     inits = {i.name: i for i in qdq.graph.initializer}
@@ -61,7 +64,8 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     acts = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     shared = [n for n in acts if n.input[0] in prod
               and prod[n.input[0]].op_type in ("Split", "DepthToSpace")]
-    assert len(acts) - len(shared) - 2 == len(point_names(SMALL["recursions"]))
+    onnx_points = [n for n in point_names(SMALL["recursions"]) if not is_tflite_only(n)]
+    assert len(acts) - len(shared) - 2 == len(onnx_points)
     before = onnx_runner(qdq.SerializeToString())
     crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
     info = apply_onnx_ranges(qdq, fp32, q, crops[0])
@@ -69,7 +73,8 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     scale_of = {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]])) for n in acts}
     direct = sorted(v for t, v in scale_of.items()
                     if not any(t == n.input[0] for n in shared) and abs(v - 1 / 255) > 1e-9)
-    assert np.allclose(direct, sorted(r["scale"] for r in q.ranges().values()), rtol=1e-5)
+    assert np.allclose(direct, sorted(r["scale"] for n, r in q.ranges().items()
+                                      if not is_tflite_only(n)), rtol=1e-5)
     for n in shared:  # a split / DepthToSpace output keeps its input's grid
         t = prod[n.input[0]].input[0]  # DQ output <- Q <- the input tensor
         t = prod[prod[t].input[0]].input[0]
@@ -149,7 +154,7 @@ def test_qat_training_run_saves_plain_weights_with_ranges(tmp_path: Path) -> Non
     resumed = Trainer(load_config("rdsrn_x4_qat", sets + ["iterations=3"]), resume=True,
                       progress=False)
     assert resumed.iteration == 2 and isinstance(resumed.model, QATRDSRN)
-    assert torch.equal(resumed.model.act_scale, t.model.act_scale)
+    assert torch.equal(resumed.model.act_log_scale, t.model.act_log_scale)
     with pytest.raises(UserError, match="qat.bogus"):
         Trainer(load_config("rdsrn_x4_qat", sets[:1] + [f"out_dir={tmp_path / 'r2'}"]
                             + sets[2:] + ["qat={bogus: 1}"]), progress=False)
@@ -174,3 +179,73 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1
         assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_tflite_file_takes_the_qat_grids(data_dir: Path) -> None:
+    """apply_tflite_ranges writes every QAT point's grid into the converted INT8 TFLite
+    graph (TFLite int8 = uint8 zero point - 128), keeps concatenations on one grid and
+    the sigmoid at 1/256, requantizes the biases, and the file then computes as coarsely
+    as the fake-quant model instead of as the calibrated file."""
+    from rdsrn.export.parity import compare, tflite_runner, torch_runner
+    from rdsrn.export.qat_tflite import _int8_values, _op_names, apply_tflite_ranges
+    from rdsrn.export.tf_twin import twin_from_torch
+    from rdsrn.export.tflite_export import convert
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    src = small_source()
+    q, calib = _calibrated(src.model, data_dir)
+    with torch.no_grad():  # move the ranges away from what the converter calibrates
+        q.act_log_scale.add_(math.log(3.0))
+    data = convert(twin_from_torch(src.model, clamp=True, fused_clamp=True), "int8", calib=calib)
+    crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
+    new, info = apply_tflite_ranges(data, q, crops[0])
+    assert info["points"] == len(point_names(SMALL["recursions"])) and info["biases"] > 0
+    model = fbu.convert_bytearray_to_object(bytearray(new))
+    graph, kinds = model.subgraphs[0], _op_names(model)
+    quant = lambda t: (float(graph.tensors[t].quantization.scale[0]),  # noqa: E731
+                       int(graph.tensors[t].quantization.zeroPoint[0]))
+    scales = {round(r["scale"], 9) for r in q.ranges().values()}
+    live = _int8_values(new, crops[0])
+    for op, kind in zip(graph.operators, kinds):
+        out = int(op.outputs[0])
+        if kind == "CONCATENATION":
+            assert {quant(int(t)) for t in list(op.inputs) + [out]} == {quant(out)}
+            assert round(quant(out)[0], 9) in scales
+        if kind == "LOGISTIC":
+            assert quant(out) == (1 / 256, -128)
+        if kind == "CONV_2D" and out in live and graph.tensors[out].shape[-1] != 3:
+            x, w, b = (int(i) for i in op.inputs[:3])
+            want = quant(x)[0] * np.asarray(graph.tensors[w].quantization.scale, np.float64)
+            assert np.allclose(graph.tensors[b].quantization.scale, want, rtol=1e-6)
+            assert round(quant(out)[0], 9) in scales
+    ref = torch_runner(src.model)
+    p_fq, p_after, p_before = (compare(r, ref, crops)["psnr_vs_torch"]
+                               for r in (torch_runner(q), tflite_runner(new), tflite_runner(data)))
+    assert abs(p_after - p_fq) < 1.5 and p_before - p_after > 3
+
+
+def test_learned_ranges_train_and_tie(data_dir: Path) -> None:
+    """With learn_ranges the log-scales and zero points get their own Adam groups and
+    move; tied points (a concatenation and its inputs) keep one range; the sigmoid grid
+    stays fixed."""
+    from rdsrn.quant.qat import tied_points
+
+    src = small_source()
+    q, calib = _calibrated(src.model, data_dir)
+    q.train()
+    groups = q.optimizer_groups(1e-4, 1e-2, 0.5)
+    assert [g["lr"] for g in groups] == [1e-4, 1e-2, 0.5]
+    opt = torch.optim.Adam(groups)
+    before = q.act_log_scale.detach().clone()
+    x = torch.from_numpy(calib.nchw()[:2])
+    for _ in range(2):
+        opt.zero_grad()
+        q(x).sub(torch.nn.functional.interpolate(x, scale_factor=4)).abs().mean().backward()
+        opt.step()
+    assert not torch.equal(before, q.act_log_scale.detach())
+    r = q.ranges()
+    for group in tied_points(SMALL["recursions"]):
+        assert len({(r[n]["scale"], r[n]["zero_point"]) for n in group}) == 1
+    assert r["r1.cca.sigmoid"] == {"scale": 1 / 256, "zero_point": 0}
+    frozen = QATRDSRN(src.model, learn_ranges=False)
+    assert len(frozen.optimizer_groups(1e-4, 1e-2, 0.5)) == 1

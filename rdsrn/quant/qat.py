@@ -8,12 +8,22 @@ graph of `rdsrn export --precision int8 --format onnx`, see tests/test_qat.py):
   recomputed from the current weights every step (straight-through rounding);
 - activations: 8-bit asymmetric per tensor (uint8 codes 0..255; the TFLite int8 codes
   are the same grid shifted by 128), a learnable scale and zero point per tensor (LSQ+),
-  initialised by min/max calibration like the exporters' (the range always contains 0);
+  initialised by min/max calibration like the exporters' (the range always contains 0).
+  The scale is trained as its logarithm: the calibrated scales span 100x (3e-4..0.035),
+  and with Adam (steps of about lr whatever the gradient's size) one learning rate on
+  log-scales moves every range by the same relative amount;
 - input: scale 1/255, zero point 0 (the 8-bit pixels); output: the clamp to [0, 1] fused
   into the reconstruction conv and quantized with scale 1/255, zero point 0;
 - one range per recursion pass (the unrolled graph has its own Q/DQ per pass although
   the weights are shared); channel splits and DepthToSpace keep their input's range;
-  the CCA's subtraction and square stay float (onnxruntime has no QDQ kernels for them).
+- ranges tied where the TFLite kernels need one grid (`tied_points`): a concatenation
+  and every tensor that feeds it (the three LeakyReLUs of a distillation unit, whose
+  channel splits are copies; the R recursion outputs before the fusion), so one QAT
+  model serves the ONNX and the TFLite file; the sigmoid's output is fixed at scale
+  1/256, zero point 0 (TFLite's int8 LOGISTIC accepts no other);
+- the CCA's subtraction x - mean and its square are quantized in the TFLite graph only
+  (onnxruntime has no QDQ kernels for them, its file keeps them float):
+  `TFLITE_ONLY_POINTS`.
 
 Activation points are named like "r1.dwcb2.unit1.conv3" (recursion pass 1, output of that
 conv) or "r0.cca.sigmoid"; `POINT_GROUPS` maps them to the layer groups used by
@@ -36,9 +46,12 @@ from rdsrn.runtimes.errors import UserError
 
 from .groups import GROUPS, check_groups  # noqa: F401  (re-exported)
 
-QAT_FORMAT = "rdsrn-qat-1"
+QAT_FORMAT = "rdsrn-qat-2"  # 2: tied concat ranges, fixed sigmoid grid, CCA sub/sq points
 _UNIT_POINTS = ("conv1", "lrelu1", "conv2", "lrelu2", "conv3", "lrelu3", "cat", "fuse", "add")
-_CCA_POINTS = ("mean", "var", "var_eps", "std", "contrast", "fc1", "fc2", "sigmoid", "mul")
+_CCA_POINTS = ("mean", "sub", "sq", "var", "var_eps", "std", "contrast", "fc1", "fc2",
+               "sigmoid", "mul")
+TFLITE_ONLY_POINTS = ("sub", "sq")  # last name part; float in the ONNX file
+SIGMOID_GRID = (1.0 / 256.0, 0)  # uint8 view of TFLite's int8 (1/256, -128)
 _BLOCKS = ("dwcb1", "dwcb2")
 _UNITS = ("unit1", "unit2")
 # The bare (unfolded) output range: scale 1/255, zero point 0.
@@ -62,6 +75,19 @@ def point_names(recursions: int) -> list[str]:
             names.append(f"hfrrb.lrelu{i}")
     names.append("hfrrb.add")
     return names
+
+
+def tied_points(recursions: int) -> list[list[str]]:
+    """Groups of points that share one range (see the module docstring)."""
+    groups = [[f"r{k}.{blk}.{unit}.{p}" for p in ("lrelu1", "lrelu2", "lrelu3", "cat")]
+              for k in range(recursions) for blk in _BLOCKS for unit in _UNITS]
+    groups.append([f"r{k}.add" for k in range(recursions)] + ["cat"])
+    return groups
+
+
+def is_tflite_only(name: str) -> bool:
+    """True for points the ONNX QDQ graph leaves in float."""
+    return name.rsplit(".", 1)[-1] in TFLITE_ONLY_POINTS and ".cca." in name
 
 
 def point_group(name: str) -> str:
@@ -140,12 +166,20 @@ class QATRDSRN(nn.Module):
             raise UserError(f"QAT supports RDSRN models only, got {type(model).__name__}")
         self.m = model
         self.points = point_names(model.recursions)
-        self.index = {n: i for i, n in enumerate(self.points)}
-        n = len(self.points)
-        self.act_scale = nn.Parameter(torch.full((n,), 0.01))
+        # point -> slot of its range; tied points share a slot
+        self.index: dict[str, int] = {}
+        for group in tied_points(model.recursions):
+            slot = len(set(self.index.values()))
+            self.index.update({name: slot for name in group})
+        for name in self.points:
+            if name not in self.index:
+                self.index[name] = len(set(self.index.values()))
+        self.fixed = frozenset(i for name, i in self.index.items() if name.endswith(".sigmoid"))
+        n = len(set(self.index.values()))
+        self.act_log_scale = nn.Parameter(torch.full((n,), math.log(0.01)))
         self.act_zp = nn.Parameter(torch.zeros(n))
         self.learn_ranges = learn_ranges
-        self.act_scale.requires_grad_(learn_ranges)
+        self.act_log_scale.requires_grad_(learn_ranges)
         self.act_zp.requires_grad_(learn_ranges)
         self.register_buffer("obs_min", torch.full((n,), math.inf))
         self.register_buffer("obs_max", torch.full((n,), -math.inf))
@@ -153,6 +187,18 @@ class QATRDSRN(nn.Module):
                       if isinstance(mod, nn.Conv2d)}
         self.float_groups = frozenset(check_groups(float_groups))
         self.mode = "quant"
+
+    def optimizer_groups(self, lr: float, range_lr: float,
+                         zp_lr: float) -> list[dict[str, Any]]:
+        """Adam parameter groups: the weights at `lr`, the log-scales at `range_lr`
+        (relative change per step) and the zero points at `zp_lr` (uint8 codes per step)."""
+        ranges = {id(self.act_log_scale), id(self.act_zp)}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.parameters() if id(p) not in ranges], "lr": lr}]
+        if self.learn_ranges:
+            groups += [{"params": [self.act_log_scale], "lr": range_lr},
+                       {"params": [self.act_zp], "lr": zp_lr}]
+        return groups
 
     # RDSRN's attributes, for code that treats this as the model.
     @property
@@ -183,7 +229,9 @@ class QATRDSRN(nn.Module):
             return x
         if point_group(name) in self.float_groups:
             return x
-        scale = self.act_scale[i:i + 1].abs().clamp_min(1e-8)
+        if i in self.fixed:
+            return torch.fake_quantize_per_tensor_affine(x.float(), *SIGMOID_GRID, 0, 255)
+        scale = self.act_log_scale[i:i + 1].exp()
         zp = self.act_zp[i:i + 1].clamp(0.0, 255.0)
         if not self.learn_ranges:
             return torch.fake_quantize_per_tensor_affine(
@@ -219,7 +267,8 @@ class QATRDSRN(nn.Module):
     def _cca(self, k: int, x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
         q = lambda pt, t: self._fq(f"r{k}.cca.{pt}", t)  # noqa: E731
         mean = q("mean", x.mean(dim=(2, 3), keepdim=True))
-        var = q("var", (x - mean).pow(2).mean(dim=(2, 3), keepdim=True))
+        diff = q("sub", x - mean)
+        var = q("var", q("sq", diff * diff).mean(dim=(2, 3), keepdim=True))
         # The INT8 graph can round var + eps to exactly 0; sqrt's gradient there is
         # infinite (NaN weights after one step), so the root sees at least eps.
         std = q("std", torch.sqrt(q("var_eps", var + CCA_EPS).clamp_min(CCA_EPS)))
@@ -278,17 +327,22 @@ class QATRDSRN(nn.Module):
         finally:
             self.mode = mode
             self.train(was_training)
-        for i in range(len(self.points)):
-            s, z = act_range(float(self.obs_min[i]), float(self.obs_max[i]))
-            self.act_scale[i] = s
+        for i in range(self.act_log_scale.numel()):
+            s, z = (SIGMOID_GRID if i in self.fixed
+                    else act_range(float(self.obs_min[i]), float(self.obs_max[i])))
+            self.act_log_scale[i] = math.log(s)
             self.act_zp[i] = float(z)
         return n
 
     def ranges(self) -> dict[str, dict[str, float | int]]:
         """{point: {"scale", "zero_point"}}: the uint8 grids this model computes on."""
         out: dict[str, dict[str, float | int]] = {}
-        for i, n in enumerate(self.points):
-            s = float(self.act_scale[i].detach().abs().clamp_min(1e-8))
+        for n in self.points:
+            i = self.index[n]
+            if i in self.fixed:
+                out[n] = {"scale": SIGMOID_GRID[0], "zero_point": SIGMOID_GRID[1]}
+                continue
+            s = float(self.act_log_scale[i].detach().exp())
             z = int(round(float(self.act_zp[i].detach().clamp(0.0, 255.0))))
             out[n] = {"scale": s, "zero_point": z}
         return out
@@ -298,8 +352,9 @@ class QATRDSRN(nn.Module):
         if missing:
             raise UserError(f"QAT ranges do not fit this model (missing {missing[:2]})")
         with torch.no_grad():
-            for i, n in enumerate(self.points):
-                self.act_scale[i] = float(ranges[n]["scale"])
+            for n in self.points:
+                i = self.index[n]
+                self.act_log_scale[i] = math.log(float(ranges[n]["scale"]))
                 self.act_zp[i] = float(ranges[n]["zero_point"])
 
 

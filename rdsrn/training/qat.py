@@ -19,7 +19,12 @@ from torch import nn
 from rdsrn.runtimes.errors import UserError
 
 CALIB_PATCH_LR = 64  # LR side of a calibration patch, as the INT8 exporters use
-QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool}
+QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool,
+            "range_lr": float, "zp_lr": float}
+# With learn_ranges: Adam steps of the log-scales (relative range change per step) and of
+# the zero points (uint8 codes per step), before the schedule's warm-up/decay factor.
+DEFAULT_RANGE_LR = 1e-3
+DEFAULT_ZP_LR = 0.05
 
 
 def check_section(section: dict[str, Any]) -> dict[str, Any]:
@@ -29,12 +34,17 @@ def check_section(section: dict[str, Any]) -> dict[str, Any]:
     for key, value in section.items():
         if key not in QAT_KEYS:
             raise UserError(f"config key 'qat.{key}': unknown (qat keys: {', '.join(QAT_KEYS)})")
+        if QAT_KEYS[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = section[key] = float(value)
         if not isinstance(value, QAT_KEYS[key]) or (isinstance(value, bool)
                                                       and QAT_KEYS[key] is not bool):
             raise UserError(f"config key 'qat.{key}': expected {QAT_KEYS[key].__name__}, "
                             f"got {type(value).__name__}")
     if section.get("calib_patches", 1) < 1:
         raise UserError("config key 'qat.calib_patches': must be >= 1")
+    for key in ("range_lr", "zp_lr"):
+        if not 0.0 <= section.get(key, 0.0) <= 1.0:
+            raise UserError(f"config key 'qat.{key}': must be in [0, 1]")
     check_groups(section.get("float_groups", []), "qat.float_groups")
     return section
 
@@ -92,6 +102,18 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
         seen = q.calibrate(b.to(device) for b in batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
     return q
+
+
+def optimizer_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | list[nn.Parameter]:
+    """Adam's parameter groups: a QAT model's ranges get their own learning rates
+    (`qat.range_lr`, `qat.zp_lr`); any other model one group at `cfg.lr`."""
+    from rdsrn.quant.qat import QATRDSRN
+
+    if not isinstance(model, QATRDSRN):
+        return list(model.parameters())
+    section = dict(cfg.qat or {})
+    return model.optimizer_groups(cfg.lr, section.get("range_lr", DEFAULT_RANGE_LR),
+                                  section.get("zp_lr", DEFAULT_ZP_LR))
 
 
 def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:

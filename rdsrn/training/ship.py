@@ -5,6 +5,11 @@ metadata, to rdsrn/weights/<name>.safetensors.
     python -m rdsrn.training.ship --run runs/rdsrn_x4 --name rdsrn_x4 [--weights best]
 
 Also writes benchmarks/results/weights/<name>.json (the figures in the README table).
+
+QAT weights (their metadata holds the learned "qat" ranges) ship as <model>_qat, e.g.
+`--run runs/rdsrn_x4_qat --name rdsrn_x4_qat`, never over the FP32 weights; their
+figures are those of the fake-quant model (what the INT8 files compute), with the plain
+FP32 forward pass of the same weights beside them.
 """
 
 from __future__ import annotations
@@ -43,15 +48,32 @@ def ship(run: Path, name: str, which: str, data: Path, command: str, trained_on:
         raise UserError(f"{src}: not a readable safetensors weights file ({exc})") from None
     if "model" not in meta or "config" not in meta:
         raise UserError(f"{src}: weights metadata lacks 'model'/'config'")
+    is_qat = "qat" in meta
+    if is_qat != (name == f"{meta['model']}_qat"):
+        raise UserError(f"--name {name}: " + (f"QAT weights ship as {meta['model']}_qat"
+                                               if is_qat else "these are FP32 weights "
+                                               f"(no QAT ranges); ship them as {meta['model']}"))
     model = create_model(meta["model"], **meta["config"])
     load_into(model, src)
-    fn = torch_upscale_fn(model)
-    results = {}
-    for ds in TEST_SETS:
-        r = evaluate_dataset(fn, data / "test" / ds, model.scale)
-        results[ds] = {"images": r["images"], "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
-        print(f"{name} {ds} x{model.scale}: PSNR {r['psnr']:.3f} dB  SSIM {r['ssim']:.4f}", flush=True)
+    runs = [("", model)]
+    if is_qat:
+        from ..quant.qat import qat_from_metadata
+
+        runs = [("", qat_from_metadata(model, meta, str(src))), ("fp32_forward", model)]
+    results: dict = {}
+    for key, m in runs:
+        fn = torch_upscale_fn(m)
+        part = results.setdefault(key, {}) if key else results
+        for ds in TEST_SETS:
+            r = evaluate_dataset(fn, data / "test" / ds, model.scale)
+            part[ds] = {"images": r["images"], "psnr": round(r["psnr"], 3),
+                        "ssim": round(r["ssim"], 4)}
+            print(f"{name}{' ' + key if key else ''} {ds} x{model.scale}: PSNR {r['psnr']:.3f} dB"
+                  f"  SSIM {r['ssim']:.4f}", flush=True)
     meta["eval"] = {"protocol": "Y channel BT.601, crop=scale, MATLAB bicubic LR", **results}
+    if is_qat:
+        meta["eval"]["model"] = ("fake-quant INT8 simulation (rdsrn.quant.qat); fp32_forward: "
+                                 "the same weights in float")
     meta["recipe"]["command"] = command
     if trained_on:  # the run's last session (e.g. a CPU re-validation) may not be where it trained
         meta["recipe"]["machine"] = {"trained_on": trained_on,

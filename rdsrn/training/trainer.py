@@ -305,7 +305,9 @@ class Trainer:
         # Not fused=True: it demands identical param/grad strides, which torch.compile's
         # grads of channels_last 1x1 weights need not have (pytorch#126585); the default
         # foreach implementation has no such condition.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
+        from .qat import optimizer_groups
+
+        self.optimizer = torch.optim.Adam(optimizer_groups(self.model, cfg), lr=cfg.lr,
                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(cfg, it))
@@ -418,7 +420,8 @@ class Trainer:
         cfg = self.cfg
         return {
             "model": cfg.model, "config": dict(self.model.config), "scale": self.scale,
-            "recursions": self.model.recursions, "csr": self.model.csr,
+            "recursions": getattr(self.model, "recursions", None),
+            "csr": getattr(self.model, "csr", None),
             "value_range": [0, 1], "color_order": "RGB", "layout": "NCHW",
             "rdsrn_version": __version__,
             "recipe": {"data": cfg.train_dirs, "iterations": self.iteration,
