@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rdsrn.export.bundle import qat_weights, BUNDLES, OUT_DIR  # noqa: E402
+from rdsrn.export.bundle import BUNDLES, OUT_DIR, qat_weights  # noqa: E402
 from rdsrn.export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
 from rdsrn.weights import file_sha256, weights_path  # noqa: E402

@@ -249,3 +249,25 @@ def test_learned_ranges_train_and_tie(data_dir: Path) -> None:
     assert r["r1.cca.sigmoid"] == {"scale": 1 / 256, "zero_point": 0}
     frozen = QATRDSRN(src.model, learn_ranges=False)
     assert len(frozen.optimizer_groups(1e-4, 1e-2, 0.5)) == 1
+
+
+def test_ship_keeps_qat_and_fp32_weights_apart(data_dir: Path, tmp_path: Path) -> None:
+    """QAT weights ship only as <model>_qat and FP32 weights never under that name: a
+    one-line error before any evaluation, nothing written."""
+    from rdsrn.quant.qat import qat_metadata
+    from rdsrn.training.ship import ship
+    from rdsrn.weights import WEIGHTS_DIR, save_weights
+
+    torch.manual_seed(0)
+    m = RDSRN(**SMALL)
+    q = QATRDSRN(m).eval()
+    before = sorted(p.name for p in WEIGHTS_DIR.iterdir())
+    for sub, meta in (("qat", {"qat": qat_metadata(q)}), ("fp32", {})):
+        run = tmp_path / sub
+        run.mkdir()
+        save_weights(run / "best.safetensors", m,
+                     {"model": "rdsrn_x4", "config": m.config, "recipe": {}, **meta})
+        wrong = "rdsrn_x4" if sub == "qat" else "rdsrn_x4_qat"
+        with pytest.raises(UserError, match=f"--name {wrong}"):
+            ship(run, wrong, "best", data_dir, "")
+    assert sorted(p.name for p in WEIGHTS_DIR.iterdir()) == before
