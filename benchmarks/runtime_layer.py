@@ -9,6 +9,9 @@ benchmarks/results/:
     python -m rdsrn.benchmarks.runtime_layer overhead --model M [--model M2 ...]
         Upscaler.upscale vs the bare interpreter call on the same input
         -> runtime_overhead.md
+    python -m rdsrn.benchmarks.runtime_layer ab --model A --model B [...] --out NAME.md
+        same-run A/B latency of two or more files (bare interpreter calls, blocks of
+        runs alternating between the files, so load drift hits every file alike)
 
 Timings pause the background training run (kill -STOP <pid in /work/train.pid>) and
 always resume it (kill -CONT), also on errors and Ctrl-C. Only numpy, OpenCV and the
@@ -296,6 +299,47 @@ def cmd_overhead(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def cmd_ab(args: argparse.Namespace) -> None:
+    from rdsrn.runtimes import Upscaler
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    img = np.ascontiguousarray(read_rgb(DATA / "test" / "Set5" / "baby.png")[:h, :w])
+    runners = []
+    for model in args.model:
+        up = Upscaler(model, tile=0, threads=args.threads)
+        up.upscale(img)
+        runners.append((model, model_label(up), up.threads, _raw_runner(up, img)))
+    times: list[list[float]] = [[] for _ in runners]
+    with training_paused():
+        for _ in range(args.rounds):
+            for k, (_, _, _, fn) in enumerate(runners):
+                fn()  # worker threads spin after a call: the block's first run is dropped
+                times[k] += _time(fn, args.reps)
+    base = statistics.median(times[0])
+    lines = [f"# Same-run A/B latency: {args.title or ', '.join(Path(m).name for m in args.model)}",
+             "",
+             "Bare interpreter calls (ORT `session.run`; LiteRT `set_tensor` + `invoke` + "
+             "`get_tensor`) on one prepared tensor, LR " + f"{w}x{h}. {args.rounds} rounds; in "
+             f"each, every file runs one untimed call and {args.reps} timed ones, files in turn, "
+             "so drift of the machine's load hits every file alike. Training paused.",
+             "",
+             "| file | model | threads | median ms | best ms | p90 ms | vs first (median) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (model, label, thr, _), t in zip(runners, times):
+        med = statistics.median(t)
+        p90 = sorted(t)[max(0, int(round(0.9 * len(t))) - 1)]
+        lines.append(f"| {Path(model).name} | {label} | {thr} | {1000 * med:.1f} | "
+                     f"{1000 * min(t):.1f} | {1000 * p90:.1f} | {100 * (med / base - 1):+.1f} % |")
+    if args.note:
+        lines += ["", args.note]
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer ab {' '.join(sys.argv[2:])}`",
+              f"Machine: {machine()}.", ""]
+    out = RESULTS / args.out
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -326,10 +370,19 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--rounds", type=int, default=3, help="blocks per side")
     o.add_argument("--out", default="runtime_overhead.md")
     o.add_argument("--note", default="", help="a line of context for the report")
+    a = sub.add_parser("ab")
+    a.add_argument("--model", action="append", required=True, help="repeat: 2 or more files")
+    a.add_argument("--size", default="320x180", help="LR input WxH")
+    a.add_argument("--threads", type=int)
+    a.add_argument("--reps", type=int, default=3, help="timed runs per block")
+    a.add_argument("--rounds", type=int, default=10, help="blocks per file")
+    a.add_argument("--title", default="")
+    a.add_argument("--out", required=True)
+    a.add_argument("--note", default="", help="a line of context for the report")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     {"tiling": cmd_tiling, "seams": cmd_seams,
-     "overhead": cmd_overhead}[args.cmd](args)
+     "overhead": cmd_overhead, "ab": cmd_ab}[args.cmd](args)
 
 
 if __name__ == "__main__":
