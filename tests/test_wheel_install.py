@@ -249,12 +249,16 @@ def test_bundled_int8_files_pass_the_export_gate() -> None:
         assert abs(float(meta["delta_psnr"])) <= 0.3, (path.name, meta["delta_psnr"])
 
 
-@pytest.mark.parametrize("installed, expected", [
-    ({"onnx"}, "rdsrn_x4_int8.onnx"), ({"tflite"}, "rdsrn_x4_int8.tflite"),
-    ({"onnx", "tflite"}, "rdsrn_x4_int8.tflite")])
-def test_default_model_is_the_fastest_bundled_file(monkeypatch, installed, expected) -> None:
+@pytest.mark.parametrize("scale, installed, expected", [
+    (4, {"onnx"}, "rdsrn_x4_int8.onnx"), (4, {"tflite"}, "rdsrn_x4_int8.tflite"),
+    (4, {"onnx", "tflite"}, "rdsrn_x4_int8.tflite"),
+    (3, {"onnx"}, "rdsrn_x3_int8.onnx"), (3, {"onnx", "tflite"}, "rdsrn_x3_int8.tflite"),
+    # x2 INT8 fails the gate even after QAT: FP32 is bundled and picked
+    (2, {"onnx"}, "rdsrn_x2_fp32.onnx"), (2, {"onnx", "tflite"}, "rdsrn_x2_fp32.tflite")])
+def test_default_model_is_the_fastest_bundled_file(monkeypatch, scale, installed,
+                                                    expected) -> None:
     import rdsrn.runtimes.bundled as bundled
 
     monkeypatch.setattr(bundled, "runtime_available", lambda fmt: fmt in installed)
-    assert bundled.default_model_path(4).name == expected
-    assert bundled.resolve_model("rdsrn_x4").name == expected
+    assert bundled.default_model_path(scale).name == expected
+    assert bundled.resolve_model(f"rdsrn_x{scale}").name == expected
