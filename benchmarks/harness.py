@@ -228,15 +228,20 @@ def weights_for(case: Case, opts: Options) -> tuple[str | None, str]:
 
 def _artifact_weights(case: Case, opts: Options) -> tuple[str | None, str]:
     """For a given artifact: the PyTorch weights it was exported from, when we have
-    them (sha256 match), for the ΔPSNR reference."""
+    them (sha256 match), for the ΔPSNR reference. An INT8 file made from the shipped QAT
+    weights (<model>_qat) is compared with the shipped FP32 weights: what it replaces."""
     sha = case.weights_sha256 or ""
     if sha.startswith("random"):
         return None, "random"
     from rdsrn.weights import file_sha256, weights_path
 
-    for cand in (opts.weights, str(weights_path(case.model))):
+    fp32 = weights_path(case.model)
+    for cand in (opts.weights, str(fp32)):
         if cand and Path(cand).is_file() and file_sha256(cand) == sha:
             return cand, "shipped" if cand != opts.weights else "given"
+    qat = weights_path(f"{case.model}_qat")
+    if qat.is_file() and fp32.is_file() and file_sha256(qat) == sha:
+        return str(fp32), "shipped"
     return None, "artifact"
 
 
