@@ -106,6 +106,9 @@ def test_metadata_round_trip_and_fp32_only_weights(data_dir: Path, tmp_path: Pat
         assert torch.equal(q(x), q2(x))
     with pytest.raises(UserError, match="FP32-only weights"):
         qat_from_metadata(src.model, {"model": "rdsrn_x4"}, "w")
+    old = {"qat": {**meta2["qat"], "format": "rdsrn-qat-1"}}  # before tied ranges
+    with pytest.raises(UserError, match="format 'rdsrn-qat-1'"):
+        qat_from_metadata(src.model, old, "w")
 
 
 def test_qat_init_refuses_other_scale_or_architecture(tmp_path: Path) -> None:

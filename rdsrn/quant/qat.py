@@ -372,9 +372,12 @@ def qat_from_metadata(model: RDSRN, meta: dict[str, Any], what: str) -> QATRDSRN
     """The fake-quant model of FP32 `model` with the ranges stored in its weights'
     metadata; UserError when the weights carry none (FP32-only weights)."""
     qat = meta.get("qat") if isinstance(meta, dict) else None
-    if not isinstance(qat, dict) or qat.get("format") != QAT_FORMAT:
+    if not isinstance(qat, dict):
         raise UserError(f"{what}: FP32-only weights, no QAT ranges in their metadata "
                         "(train them with `rdsrn train --config rdsrn_x4_qat`)")
+    if qat.get("format") != QAT_FORMAT:
+        raise UserError(f"{what}: QAT ranges of format {qat.get('format')!r}, this version "
+                        f"reads {QAT_FORMAT!r} (re-run the QAT fine-tuning)")
     q = QATRDSRN(model, qat.get("float_groups", ()))
     q.load_ranges(qat["ranges"])
     return q.eval()
