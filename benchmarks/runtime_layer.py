@@ -150,13 +150,7 @@ def cmd_tiling(args: argparse.Namespace) -> None:
     for name, n, px, c, k, lo, mean in rows:
         lines.append(f"| {name} | {n} | {px:,.0f} | {c[0]} | {c[1]} | {k} | {lo:.2f} | "
                      f"{mean:.2f} |")
-    if args.note:
-        lines += ["", args.note]
-    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer tiling {' '.join(sys.argv[2:])}`",
-              f"Machine: {machine()}.", ""]
-    out = RESULTS / args.out
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    _write_report(args, lines, "tiling", f"Machine: {machine()}.")
 
 
 def cmd_seams(args: argparse.Namespace) -> None:
@@ -202,6 +196,20 @@ def cmd_seams(args: argparse.Namespace) -> None:
     with open(out, "a") as fh:
         fh.write("\n".join(lines))
     print(f"appended to {out}")
+
+
+def _write_report(args: argparse.Namespace, lines: list[str], cmd: str, footer: str,
+                  echo: bool = False) -> None:
+    """RESULTS/args.out: `lines`, the --note, the command line and `footer` (the machine)."""
+    if args.note:
+        lines += ["", args.note]
+    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer {cmd} "
+                  f"{' '.join(sys.argv[2:])}`", footer, ""]
+    out = RESULTS / args.out
+    out.write_text("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
+    print(f"wrote {out}")
 
 
 # -- overhead ----------------------------------------------------------------------------
@@ -290,13 +298,8 @@ def cmd_overhead(args: argparse.Namespace) -> None:
         lines.append(f"| {label} | {size} | {thr} | {1000 * b_raw:.1f} | "
                      f"{1000 * b_layer:.1f} | {ovh:+.1f} | {ovh_med:+.1f} | {tile}/{ov} | "
                      f"{1000 * b_tiled:.1f} |")
-    if args.note:
-        lines += ["", args.note]
-    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer overhead {' '.join(sys.argv[2:])}`",
-              f"Runs: {args.rounds} rounds x {args.reps} per side. Machine: {machine()}.", ""]
-    out = RESULTS / args.out
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    _write_report(args, lines, "overhead",
+                  f"Runs: {args.rounds} rounds x {args.reps} per side. Machine: {machine()}.")
 
 
 def cmd_ab(args: argparse.Namespace) -> None:
@@ -330,14 +333,7 @@ def cmd_ab(args: argparse.Namespace) -> None:
         p90 = sorted(t)[max(0, int(round(0.9 * len(t))) - 1)]
         lines.append(f"| {Path(model).name} | {label} | {thr} | {1000 * med:.1f} | "
                      f"{1000 * min(t):.1f} | {1000 * p90:.1f} | {100 * (med / base - 1):+.1f} % |")
-    if args.note:
-        lines += ["", args.note]
-    lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer ab {' '.join(sys.argv[2:])}`",
-              f"Machine: {machine()}.", ""]
-    out = RESULTS / args.out
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
-    print(f"wrote {out}")
+    _write_report(args, lines, "ab", f"Machine: {machine()}.", echo=True)
 
 
 def main(argv: list[str] | None = None) -> None:

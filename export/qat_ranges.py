@@ -43,19 +43,21 @@ def nodes_outside(model: Any, groups: set[str], inside: bool) -> list[str]:
     return [n.name for n in model.graph.node if (onnx_node_group(n.name) in groups) == inside]
 
 
-def point_values(qat: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every activation point of the QAT model, run in float on NCHW `x`."""
+def point_values(qat: Any, x: np.ndarray, fake_quant: bool = False) -> dict[str, np.ndarray]:
+    """Every activation point of the QAT model on NCHW `x`: float values, or
+    (`fake_quant`) the quantized values the INT8 graphs hold."""
     import torch
 
     rec: dict[str, np.ndarray] = {}
     fq = qat._fq
 
     def record(name: str, t: torch.Tensor) -> torch.Tensor:
-        rec[name] = t.detach().float().numpy()
-        return t
+        out = fq(name, t) if fake_quant else t
+        rec[name] = out.detach().float().numpy()
+        return out
 
     mode = qat.mode
-    qat.mode = "float"
+    qat.mode = "quant" if fake_quant else "float"
     qat._fq = record
     try:
         with torch.inference_mode():

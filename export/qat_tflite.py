@@ -183,29 +183,10 @@ def kinds_of(graph: Any, kinds: list[str]) -> dict[int, str]:
 def _nhwc_points(qat: Any, x: np.ndarray, fake_quant: bool = False) -> dict[str, np.ndarray]:
     """The QAT model's activation points on NCHW `x`, as NHWC arrays in the twin's channel
     order: float values, or (`fake_quant`) the quantized values the INT8 graph holds."""
-    import torch
-
     from .qat_ranges import point_values
     from .tf_twin import crd_to_dcr
 
-    if fake_quant:
-        rec: dict[str, np.ndarray] = {}
-        fq = qat._fq
-
-        def record(name: str, t: torch.Tensor) -> torch.Tensor:
-            out = fq(name, t)
-            rec[name] = out.detach().float().numpy()
-            return out
-
-        qat._fq = record
-        try:
-            with torch.inference_mode():
-                qat(torch.from_numpy(x))
-        finally:
-            del qat._fq  # back to the class method
-        raw = rec
-    else:
-        raw = point_values(qat, x)
+    raw = point_values(qat, x, fake_quant)
     points = {n: v.transpose(0, 2, 3, 1) for n, v in raw.items()}
     # The twin permutes the up-sampling conv's channels (PixelShuffle CRD -> DCR).
     points["upconv"] = points["upconv"][..., crd_to_dcr(points["upconv"].shape[-1], qat.scale)]
