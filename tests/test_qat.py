@@ -163,6 +163,54 @@ def test_qat_training_run_saves_plain_weights_with_ranges(tmp_path: Path) -> Non
                             + sets[2:] + ["qat={bogus: 1}"]), progress=False)
 
 
+def test_distill_targets_the_fp32_start_model(tmp_path: Path) -> None:
+    """qat.distill: the loss is against the frozen FP32 start model, so with every layer
+    group kept float the first loss is ~0 (HR targets give a clear loss); the teacher
+    stays frozen while the student trains; a non-bool value is a one-line error."""
+    import cv2
+
+    from rdsrn.quant.groups import GROUPS
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import save_weights
+
+    torch.set_num_threads(1)
+    data = tmp_path / "train"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(data / f"i{i}.png"),
+                    cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (264, 264)))
+    tiny = dict(channels=8, hr_channels=4, wide=1)
+    init = tmp_path / "fp32.safetensors"
+    torch.manual_seed(0)
+    save_weights(init, RDSRN(scale=4, **tiny), {})
+    base = [f"train_dirs=[{data}]", f"cache_dir={tmp_path / 'cache'}", f"init_from={init}",
+            "model_args={channels: 8, hr_channels: 4, wide: 1}", "patch_size=8",
+            "batch_size=2", "iterations=3", "val_every=0", "threads=1", "max_minutes=0"]
+    groups = ", ".join(GROUPS)
+
+    def trainer(name: str, qat: str) -> Trainer:
+        cfg = load_config("rdsrn_x4_qat", base + [f"out_dir={tmp_path / name}", f"qat={qat}"])
+        return Trainer(cfg, progress=False)
+
+    floating = trainer("f", f"{{calib_patches: 2, float_groups: [{groups}], distill: true}}")
+    assert floating.teacher is not None
+    assert float(floating.train_step()) < 1e-5
+    hr_target = trainer("h", f"{{calib_patches: 2, float_groups: [{groups}]}}")
+    assert hr_target.teacher is None and float(hr_target.train_step()) > 1e-3
+
+    quant = trainer("q", "{calib_patches: 2, distill: true}")
+    before = {k: v.clone() for k, v in quant.teacher.state_dict().items()}
+    start = quant.model.m.shallow1.weight.detach().clone()
+    assert float(quant.train_step()) > 0
+    quant.train_step()
+    assert all(torch.equal(v, quant.teacher.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(start, quant.model.m.shallow1.weight)
+    with pytest.raises(UserError, match="qat.distill"):
+        trainer("bad", "{distill: 1}")
+
+
 def test_cli_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     from rdsrn.cli import main as cli_main
 

@@ -6,6 +6,11 @@ must be FP32 weights of exactly this architecture and scale), calibrate the acti
 ranges by min/max on LR patches (64x64, as the exporters) of the training images, and then fine-tune weights and
 ranges together. Validation runs the fake-quant model; the saved .safetensors hold the
 plain RDSRN weights with the learned ranges under the metadata key "qat".
+
+`qat: {distill: true}` trains against the FP32 start model's output instead of the HR
+patch (`teacher`): at the start the loss is then the quantization error alone, so
+the fine-tuning moves the weights only to absorb it instead of also drifting on noisy small-batch HR
+targets (what cost the x2 float forward 0.12 dB; benchmarks/results/qat.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from rdsrn.runtimes.errors import UserError
 
 CALIB_PATCH_LR = 64  # LR side of a calibration patch, as the INT8 exporters use
 QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool,
-            "range_lr": float, "zp_lr": float}
+            "range_lr": float, "zp_lr": float, "distill": bool}
 # With learn_ranges: Adam steps of the log-scales (relative range change per step) and of
 # the zero points (uint8 codes per step), before the schedule's warm-up/decay factor.
 DEFAULT_RANGE_LR = 1e-3
@@ -102,6 +107,25 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
         seen = q.calibrate(b.to(device) for b in batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
     return q
+
+
+def teacher(model: nn.Module, cfg: Any) -> nn.Module | None:
+    """A frozen FP32 copy of `model` (the `init_from` weights, before the QAT wrapper)
+    when the config asks for `qat.distill`, else None."""
+    import copy
+
+    if not cfg.qat or not dict(cfg.qat).get("distill", False):
+        return None
+    t = copy.deepcopy(model).float().eval()
+    t.requires_grad_(False)
+    return t
+
+
+@torch.no_grad()
+def teacher_target(t: nn.Module, lr: torch.Tensor) -> torch.Tensor:
+    """The teacher's SR of `lr` (NCHW float in [0, 1]), clamped to [0, 1] as the
+    fake-quant model's output is (not rounded: the student's output grid is 1/255)."""
+    return t(lr).clamp_(0.0, 1.0)
 
 
 def optimizer_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | list[nn.Parameter]:

@@ -288,6 +288,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        self.teacher: nn.Module | None = None
         self.model = create_model(cfg.model, **cfg.model_args).to(self.device)
         if resume_ckpt is not None:
             check_architecture(resume_ckpt, self.out / "last.pt", cfg.model, self.model)
@@ -295,8 +296,9 @@ class Trainer:
             n = init_weights_from(self.model, cfg.init_from)
             self.log_text(f"initialised {n} tensors from {cfg.init_from}")
         if cfg.qat:  # quantization-aware fine-tuning: the fake-quant model (training/qat.py)
-            from .qat import prepare
+            from .qat import prepare, teacher
 
+            self.teacher = teacher(self.model, cfg)  # before resume: the init_from weights
             self.model = prepare(self.model, cfg, resume_ckpt is None, self.log_text)
         self.scale = self.model.scale
         if cfg.channels_last:
@@ -457,6 +459,10 @@ class Trainer:
         hr = hr.to(self.device, non_blocking=True).float().div_(255.0)
         if self.cfg.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
+        if self.teacher is not None:  # qat.distill: the FP32 start model's SR is the target
+            from .qat import teacher_target
+
+            hr = teacher_target(self.teacher, lr)
         self.optimizer.zero_grad(set_to_none=True)
         if self.precision == "fp32":
             loss = self.loss_fn(self.step_model(lr), hr)
