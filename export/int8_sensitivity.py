@@ -25,9 +25,17 @@ from rdsrn.quant.groups import GROUPS
 from .common import data_dir
 
 
+# Variants that quantize only one kind of tensor: label -> (quant_weights, quant_acts).
+# PyTorch fake-quant only (an onnxruntime QDQ file quantizes both).
+SPLITS = {"weights INT8, activations float": (True, False),
+          "activations INT8, weights float": (False, True)}
+
+
 def _variants() -> list[tuple[str, tuple[str, ...]]]:
-    """(label, groups kept float): all INT8, each group alone, each group kept float."""
+    """(label, groups kept float): all INT8, weights / activations alone, each group
+    alone, each group kept float."""
     out: list[tuple[str, tuple[str, ...]]] = [("all INT8", ())]
+    out += [(label, ()) for label in SPLITS]
     for g in GROUPS:
         out.append((f"only {g} INT8", tuple(x for x in GROUPS if x != g)))
     for g in GROUPS:
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FP32 {ref}", flush=True)
     wanted = set(args.only.split(";")) if args.only else None
     for label, keep in _variants():
-        if wanted and label not in wanted:
+        if (wanted and label not in wanted) or (args.onnx and label in SPLITS):
             continue
         t = time.perf_counter()
         if args.onnx:
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = QATRDSRN(src.model, keep).eval()
             model.load_state_dict(base.state_dict())
+            model.quant_weights, model.quant_acts = SPLITS.get(label, (True, True))
             run = torch_runner(model)
         res = psnr_of(run)
         row = {"variant": label, "float": list(keep),

@@ -322,3 +322,39 @@ def test_ship_keeps_qat_and_fp32_weights_apart(data_dir: Path, tmp_path: Path) -
         with pytest.raises(UserError, match=f"--name {wrong}"):
             ship(run, wrong, "best", data_dir, "")
     assert sorted(p.name for p in WEIGHTS_DIR.iterdir()) == before
+
+
+def test_weights_only_and_activations_only_switches(data_dir: Path, tmp_path: Path) -> None:
+    """int8_sensitivity's split rows: quantizing only weights or only activations each
+    changes the output, both off is the float model (up to the fixed output grid), and
+    the CLI writes the two rows."""
+    import json
+
+    from rdsrn.export import int8_sensitivity
+
+    torch.manual_seed(0)
+    q, calib = _calibrated(RDSRN(**SMALL), data_dir)
+    x = torch.from_numpy(calib.nchw()[:2])
+    with torch.no_grad():
+        full = q(x)
+        q.quant_acts = False
+        w_only = q(x)
+        q.quant_acts, q.quant_weights = True, False
+        a_only = q(x)
+        q.quant_acts = False
+        neither = q(x)
+        q.mode = "float"
+        ref = q(x).clamp(0, 1)
+    assert not torch.equal(w_only, full) and not torch.equal(a_only, full)
+    assert not torch.equal(w_only, a_only)
+    assert (neither - ref).abs().max() <= 0.5 / 255 + 1e-6
+
+    out = tmp_path / "sens.md"
+    labels = ";".join(int8_sensitivity.SPLITS)
+    assert int8_sensitivity.main(["--model", "rdsrn_x4", "--datasets", "Set5", "--calib-n", "2",
+                                  "--threads", "1", "--only", f"all INT8;{labels}",
+                                  "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == {"all INT8", *int8_sensitivity.SPLITS}
+    assert all(r["Set5_delta"] < 0 for r in rows.values())
+    assert rows["all INT8"]["Set5_delta"] < rows["weights INT8, activations float"]["Set5_delta"]

@@ -187,6 +187,10 @@ class QATRDSRN(nn.Module):
                       if isinstance(mod, nn.Conv2d)}
         self.float_groups = frozenset(check_groups(float_groups))
         self.mode = "quant"
+        # Analysis switches (int8_sensitivity): quantize only the weights or only the
+        # activations in "quant" mode. Exporters always quantize both.
+        self.quant_weights = True
+        self.quant_acts = True
 
     def optimizer_groups(self, lr: float, range_lr: float,
                          zp_lr: float) -> list[dict[str, Any]]:
@@ -227,7 +231,7 @@ class QATRDSRN(nn.Module):
                 self.obs_min[i] = torch.minimum(self.obs_min[i], x.min().float())
                 self.obs_max[i] = torch.maximum(self.obs_max[i], x.max().float())
             return x
-        if point_group(name) in self.float_groups:
+        if point_group(name) in self.float_groups or not self.quant_acts:
             return x
         if i in self.fixed:
             return torch.fake_quantize_per_tensor_affine(x.float(), *SIGMOID_GRID, 0, 255)
@@ -245,7 +249,7 @@ class QATRDSRN(nn.Module):
         return F.conv2d(x, weights[name], mod.bias, padding=mod.padding)
 
     def _weights(self) -> dict[str, torch.Tensor]:
-        if self.mode != "quant":
+        if self.mode != "quant" or not self.quant_weights:
             return {n: m.weight for n, m in self.convs.items()}
         return {n: (m.weight if conv_group(n) in self.float_groups else fq_weight(m.weight))
                 for n, m in self.convs.items()}
