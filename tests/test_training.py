@@ -81,6 +81,30 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ema_warmup_ramp_and_its_switch() -> None:
+    """With the ramp the decay is min(d, (1+t)/(10+t)), so 0.999 and 0.9995 average alike
+    for thousands of steps; ema_warmup=False applies d from the first step."""
+    from rdsrn.training.trainer import EMA
+
+    def averaged(decay: float, warmup: bool, steps: int) -> torch.Tensor:
+        model = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(model.weight)
+        ema = EMA(model, decay, warmup)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        for t in range(steps):
+            ema.update(model, t)
+        return ema.model.weight.detach().clone()
+
+    with_ramp = averaged(0.999, True, 300)
+    assert torch.equal(with_ramp, averaged(0.9995, True, 300))
+    expect = 1.0 - np.prod([min(0.999, (1 + t) / (10 + t)) for t in range(300)])
+    assert with_ramp.item() == pytest.approx(expect, rel=1e-5)
+    no_ramp = averaged(0.999, False, 300)
+    assert no_ramp.item() == pytest.approx(1 - 0.999 ** 300, rel=1e-5)
+    assert not torch.equal(no_ramp, averaged(0.9995, False, 300))
+
+
 def test_resume_is_exact(tiny_data: Path, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     straight = Trainer(tiny_cfg(tiny_data, tmp_path / "a"), progress=False)

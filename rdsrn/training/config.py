@@ -49,6 +49,8 @@ class TrainConfig:
     gamma: float = 0.5  # multistep factor
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     ema_decay: float = 0.999  # EMA of weights, used for validation and export (0 disables)
+    ema_warmup: bool = True  # decay = min(ema_decay, (1+t)/(10+t)) at step t, so a decay d holds
+    #   only from step (10d-1)/(1-d) on (8,991 for 0.999); off: d from the first step (a fine-tune)
     loss: str = "l1"  # "l1", "l2" (MSE) or "charbonnier" (sqrt(d^2 + 1e-6), a smooth L1)
     # --- runtime
     precision: str = "auto"  # "auto" (bf16 on AMX/AVX512-BF16 CPUs, AMP on CUDA), "bf16", "fp32"

@@ -84,16 +84,18 @@ LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "charbonnier": charbonnier_loss}
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied)."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
         self.decay = decay
+        self.warmup = warmup
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        # Warm start: the average follows the weights closely in the first steps.
-        d = min(self.decay, (1 + step) / (10 + step))
+        # Warm start: the average follows the weights closely in the first steps (and a
+        # decay d holds only from step (10d-1)/(1-d) on: ema_warmup=False skips the ramp).
+        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         # One fused kernel list instead of two small kernels per tensor: e += (1 - d)(p - e).
         torch._foreach_lerp_(list(self.model.parameters()),
                              [p.detach() for p in model.parameters()], 1 - d)
@@ -303,7 +305,7 @@ class Trainer:
         self.scale = self.model.scale
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
         # Not fused=True: it demands identical param/grad strides, which torch.compile's
         # grads of channels_last 1x1 weights need not have (pytorch#126585); the default
         # foreach implementation has no such condition.
@@ -431,7 +433,7 @@ class Trainer:
                        "patch_lr": cfg.patch_size, "precision": self.precision,
                        "optimizer": f"Adam lr={cfg.lr} betas={cfg.betas}",
                        "schedule": f"{cfg.schedule} warmup={cfg.warmup_iters}",
-                       "ema_decay": cfg.ema_decay, "loss": cfg.loss.upper(),
+                       "ema_decay": cfg.ema_decay, "ema_warmup": cfg.ema_warmup, "loss": cfg.loss.upper(),
                        "wall_time_s": round(self.elapsed, 1), "machine": machine_info(),
                        "init_from": cfg.init_from or None},
             "val": {"dataset": Path(cfg.val_dir).name, "psnr_y": round(psnr, 4),
