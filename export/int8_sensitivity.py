@@ -6,8 +6,9 @@
 Default (fast, PyTorch): the fake-quant model (rdsrn.quant.qat.QATRDSRN, the same
 quantization points and grids as the ONNX QDQ file) with min/max ranges calibrated on
 the exporter's calibration set (100 LR patches 64x64 of ../shared/data/train), evaluated
-(Y-PSNR, standard protocol) with every group quantized, with one group quantized alone
-and with one group kept float. `--onnx`: the same table from real onnxruntime INT8 files
+(Y-PSNR, standard protocol) with every group quantized, with only the weights or only the
+activations quantized (PyTorch only), with one group quantized alone and with one group
+kept float. `--onnx`: the same table from real onnxruntime INT8 files
 (`quantize_int8(keep_float=...)`), slower. Weights with QAT ranges (`--qat`) are run
 with their learned grids instead of calibrated ones. Writes only the report (+ .json).
 """
