@@ -122,38 +122,48 @@ def test_qat_init_refuses_other_scale_or_architecture(tmp_path: Path) -> None:
     check_qat_init(RDSRN(**SMALL), str(tmp_path / "x4.safetensors"))  # fits: no error
 
 
-def test_qat_training_run_saves_plain_weights_with_ranges(tmp_path: Path) -> None:
-    """Two QAT steps through the Trainer: ranges calibrated, weights move, the saved
-    .safetensors is a plain RDSRN state dict plus the "qat" metadata; resumable."""
+TINY = dict(channels=8, hr_channels=4, wide=1)
+
+
+def _tiny_qat_setup(tmp_path: Path, images: int, side: int) -> tuple[Path, list[str]]:
+    """A folder of `images` random side x side training PNGs and tiny FP32 x4 weights to
+    start QAT from; returns (folder, the `--set` overrides every tiny QAT run shares)."""
     import cv2
 
-    from rdsrn.training.config import load_config
-    from rdsrn.training.trainer import Trainer
-    from rdsrn.weights import load_state, save_weights
+    from rdsrn.weights import save_weights
 
     torch.set_num_threads(1)
     data = tmp_path / "train"
     data.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(3):
-        img = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (280, 280))
+    for i in range(images):
+        img = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (side, side))
         cv2.imwrite(str(data / f"i{i}.png"), img)
-    tiny = dict(channels=8, hr_channels=4, wide=1)
     init = tmp_path / "fp32.safetensors"
     torch.manual_seed(0)
-    save_weights(init, RDSRN(scale=4, **tiny), {})
-    sets = [f"train_dirs=[{data}]", f"out_dir={tmp_path / 'run'}",
-            f"cache_dir={tmp_path / 'cache'}", f"val_dir={data}", f"init_from={init}",
-            "model_args={channels: 8, hr_channels: 4, wide: 1}", "patch_size=8",
-            "batch_size=2", "iterations=2", "val_every=2", "ckpt_every=1", "threads=1",
-            "max_minutes=0", "qat={calib_patches: 2}"]
+    save_weights(init, RDSRN(scale=4, **TINY), {})
+    return data, [f"train_dirs=[{data}]", f"cache_dir={tmp_path / 'cache'}",
+                  f"init_from={init}", "model_args={channels: 8, hr_channels: 4, wide: 1}",
+                  "patch_size=8", "batch_size=2", "threads=1", "max_minutes=0"]
+
+
+def test_qat_training_run_saves_plain_weights_with_ranges(tmp_path: Path) -> None:
+    """Two QAT steps through the Trainer: ranges calibrated, weights move, the saved
+    .safetensors is a plain RDSRN state dict plus the "qat" metadata; resumable."""
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import load_state
+
+    data, common = _tiny_qat_setup(tmp_path, images=3, side=280)
+    sets = [common[0], f"out_dir={tmp_path / 'run'}", *common[1:], f"val_dir={data}",
+            "iterations=2", "val_every=2", "ckpt_every=1", "qat={calib_patches: 2}"]
     cfg = load_config("rdsrn_x4_qat", sets)
     t = Trainer(cfg, progress=False)
     assert isinstance(t.model, QATRDSRN)
     t.fit()
     state, meta = load_state(tmp_path / "run" / "best.safetensors")
     assert "qat" in meta and len(meta["qat"]["ranges"]) == len(point_names(3))
-    assert set(state) == set(RDSRN(scale=4, **tiny).state_dict())
+    assert set(state) == set(RDSRN(scale=4, **TINY).state_dict())
     resumed = Trainer(load_config("rdsrn_x4_qat", sets + ["iterations=3"]), resume=True,
                       progress=False)
     assert resumed.iteration == 2 and isinstance(resumed.model, QATRDSRN)
@@ -167,27 +177,12 @@ def test_distill_targets_the_fp32_start_model(tmp_path: Path) -> None:
     """qat.distill: the loss is against the frozen FP32 start model, so with every layer
     group kept float the first loss is ~0 (HR targets give a clear loss); the teacher
     stays frozen while the student trains; a non-bool value is a one-line error."""
-    import cv2
-
     from rdsrn.quant.groups import GROUPS
     from rdsrn.training.config import load_config
     from rdsrn.training.trainer import Trainer
-    from rdsrn.weights import save_weights
 
-    torch.set_num_threads(1)
-    data = tmp_path / "train"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        cv2.imwrite(str(data / f"i{i}.png"),
-                    cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (264, 264)))
-    tiny = dict(channels=8, hr_channels=4, wide=1)
-    init = tmp_path / "fp32.safetensors"
-    torch.manual_seed(0)
-    save_weights(init, RDSRN(scale=4, **tiny), {})
-    base = [f"train_dirs=[{data}]", f"cache_dir={tmp_path / 'cache'}", f"init_from={init}",
-            "model_args={channels: 8, hr_channels: 4, wide: 1}", "patch_size=8",
-            "batch_size=2", "iterations=3", "val_every=0", "threads=1", "max_minutes=0"]
+    _, common = _tiny_qat_setup(tmp_path, images=2, side=264)
+    base = [*common, "iterations=3", "val_every=0"]
     groups = ", ".join(GROUPS)
 
     def trainer(name: str, qat: str) -> Trainer:

@@ -33,6 +33,7 @@ from ..outputs import check_output_dir, write_error
 from .config import TrainConfig, build_model, check_values
 from .data import PatchSampler
 from .device_data import DeviceSampler
+from .qat import teacher_target
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -458,13 +459,12 @@ class Trainer:
         # uint8 crosses to the device (4x fewer bytes than float) and is scaled there.
         lr, hr = self.sampler.sample_uint8(self.cfg.batch_size)
         lr = lr.to(self.device, non_blocking=True).float().div_(255.0)
-        hr = hr.to(self.device, non_blocking=True).float().div_(255.0)
         if self.cfg.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         if self.teacher is not None:  # qat.distill: the FP32 start model's SR is the target
-            from .qat import teacher_target
-
             hr = teacher_target(self.teacher, lr)
+        else:
+            hr = hr.to(self.device, non_blocking=True).float().div_(255.0)
         self.optimizer.zero_grad(set_to_none=True)
         if self.precision == "fp32":
             loss = self.loss_fn(self.step_model(lr), hr)
