@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fine-tuning (stored in the weights' metadata) instead of "
                              "calibrated ones")
     parser.add_argument("--keep-float", default=None, metavar="GROUP[,GROUP]",
-                        help="onnx int8: layer groups left in float (shallow, body, cca, "
-                             "fusion, upsample, hfrrb, recon)")
+                        help="int8: layer groups left in float32, a mixed-precision file "
+                             "named ..._int8_float-GROUPS (shallow, body, cca, fusion, "
+                             "upsample, hfrrb, recon)")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                         help="development only: export a registry model with seeded random "
                              "weights when no shipped weights exist")
@@ -162,8 +163,8 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.keep_float is not None:
         from rdsrn.quant.groups import check_groups
 
-        if precision != "int8" or "onnx" not in formats:
-            raise UserError("--keep-float applies to --precision int8 --format onnx only")
+        if precision != "int8":
+            raise UserError("--keep-float applies to --precision int8 only")
         keep_float = tuple(check_groups(args.keep_float.split(",")))
     return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
                 qat=bool(args.qat), keep_float=keep_float,
@@ -173,13 +174,16 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def artifact_name(name: str, fmt: str, precision: str, input_size: tuple[int, int] | None,
-                  int8_io: str = "uint8") -> str:
-    """File name: <model>_<precision>[_<H>x<W>][_int8io]<suffix>."""
+                  int8_io: str = "uint8", keep_float: tuple[str, ...] = ()) -> str:
+    """File name: <model>_<precision>[_<H>x<W>][_int8io][_float-<groups>]<suffix>; a
+    mixed-precision file never takes the name of the all-INT8 one."""
     stem = f"{name}_{precision}"
     if input_size is not None:
         stem += f"_{input_size[0]}x{input_size[1]}"
     if fmt == "tflite" and precision == "int8" and int8_io == "int8":
         stem += "_int8io"
+    if keep_float:
+        stem += "_float-" + "-".join(keep_float)
     return stem + FORMATS[fmt].suffix
 
 
@@ -233,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     results = []
     for fmt in p["formats"]:
         out = p["out"] / artifact_name(src.name, fmt, p["precision"], p["input_size"],
-                                       p["int8_io"])
+                                       p["int8_io"], p["keep_float"])
         if src.weights_file and out.resolve() == Path(src.weights_file).resolve():
             raise UserError(f"{out}: would overwrite the input weights")
         common = dict(calib=calib, input_size=p["input_size"], parity_inputs=inputs,
@@ -249,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
             from .tflite_export import export_tflite
 
             results.append(export_tflite(src, out, p["precision"], int8_io=p["int8_io"],
-                                         qat=p["qat"], **common))
+                                         qat=p["qat"], keep_float=p["keep_float"], **common))
             from .gpu_compat import report_for_export  # writes OUT.tflite.gpu.md
 
             report_for_export(out, log=common["log"])

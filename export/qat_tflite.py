@@ -93,18 +93,25 @@ def _int8_values(data: bytes, sample: np.ndarray) -> dict[int, np.ndarray]:
     return out
 
 
-def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray,
+                        keep_float: set[str] | frozenset[str] = frozenset()
+                        ) -> tuple[bytes, dict[str, Any]]:
     """The INT8 TFLite file `data` with the QAT model's activation grids (see the module
     docstring). `sample`: one real LR crop, float32 NHWC [1, h, w, 3] in [0, 1].
-    Returns (new file bytes, {"tensors", "points", "min_correlation", "biases"});
-    RuntimeError if
-    the graph and the QAT model do not correspond one to one."""
+    `keep_float`: the layer groups `data` holds in float32 (their points have no int8
+    tensor; the QUANTIZE at a float island's exit takes the grid of the point it carries,
+    found by value, or keeps its calibrated grid when no point has its shape).
+    Returns (new file bytes, {"tensors", "points", "min_correlation", "biases",
+    "calibrated"}); RuntimeError if the graph and the QAT model do not correspond one to one."""
     from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    from rdsrn.quant.qat import point_group
 
     model = fbu.convert_bytearray_to_object(bytearray(data))
     graph = model.subgraphs[0]
     kinds = _op_names(model)
-    shapes = {t: v.shape for t, v in _int8_values(data, sample).items()}
+    before = _int8_values(data, sample)
+    shapes = {t: v.shape for t, v in before.items()}
     x = np.ascontiguousarray(sample.transpose(0, 3, 1, 2)).astype(np.float32)
     points = _nhwc_points(qat, x)
     ranges = qat.ranges()
@@ -117,7 +124,10 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray) -> tuple[byte
         if t in shapes and kind not in ("SPLIT", "DEPTH_TO_SPACE", "QUANTIZE"):
             tensors.setdefault((kind, shapes[t]), []).append(t)
     by_key: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    kept = [n for n in qat.points if point_group(n) in keep_float]
     for name in qat.points:
+        if name in kept:
+            continue
         by_key.setdefault((point_kind(name), points[name].shape), []).append(name)
     pairs: list[tuple[str, int]] = []
     for key, names in by_key.items():
@@ -129,6 +139,19 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray) -> tuple[byte
             pairs.append((name, t))
             r = ranges[name]
             grid[t] = (float(r["scale"]), int(r["zero_point"]) - 128)
+    calibrated = 0
+    for op, kind in zip(graph.operators, kinds):  # exits of float islands
+        t = int(op.outputs[0])
+        if kind != "QUANTIZE" or t not in shapes or graph.tensors[int(op.inputs[0])].type != 0:
+            continue  # 0: FLOAT32 in the schema; uint8 -> int8 input requantization skipped
+        cands = [n for n in kept if points[n].shape == shapes[t]]
+        if not cands:
+            calibrated += 1
+            continue
+        name = max(cands, key=lambda n: _correlation(points[n], before[t]))
+        pairs.append((name, t))
+        r = ranges[name]
+        grid[t] = (float(r["scale"]), int(r["zero_point"]) - 128)
     for op, kind in zip(graph.operators, kinds):  # copies keep their input's grid
         if kind in ("SPLIT", "DEPTH_TO_SPACE"):
             src = int(op.inputs[-1] if kind == "SPLIT" else op.inputs[0])
@@ -164,8 +187,9 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray) -> tuple[byte
                                f"does not hold QAT point {name} (correlation {corr:.2f}): "
                                "graphs differ")
         worst = min(worst, corr)
-    return out, {"tensors": len(grid), "points": len(qat.points),
-                 "min_correlation": float(f"{worst:.4g}"), "biases": biases}
+    return out, {"tensors": len(grid), "points": len(qat.points) - len(kept),
+                 "min_correlation": float(f"{worst:.4g}"), "biases": biases,
+                 "calibrated": calibrated}
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,6 +227,9 @@ def _requantize_biases(model: Any, kinds: list[str], old_scale: dict[int, np.nda
         if kind != "CONV_2D" or len(op.inputs) < 3 or op.inputs[2] < 0:
             continue
         x, w, b = (int(i) for i in op.inputs[:3])
+        qx = graph.tensors[x].quantization
+        if b not in old_scale or qx is None or qx.scale is None or len(qx.scale) == 0:
+            continue  # a float conv (a --keep-float group)
         s_x = float(graph.tensors[x].quantization.scale[0])
         s_w = np.asarray(graph.tensors[w].quantization.scale, np.float64)
         need.setdefault(b, []).append((op, s_x * s_w))

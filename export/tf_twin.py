@@ -144,34 +144,45 @@ class TFRDSRN(tf.Module):
             return x * w
 
     def _rb(self, x: tf.Tensor) -> tf.Tensor:
-        h = x
-        for blk in ("dwcb1", "dwcb2"):
-            for unit in ("unit1", "unit2"):
-                h = self._unit(f"rb.{blk}.{unit}", h)
-        return self._cca(h) + x
+        with tf.name_scope("body"):
+            h = x
+            for blk in ("dwcb1", "dwcb2"):
+                for unit in ("unit1", "unit2"):
+                    h = self._unit(f"rb.{blk}.{unit}", h)
+        h = self._cca(h)
+        with tf.name_scope("body"):
+            return h + x
 
     def forward(self, x: tf.Tensor) -> tf.Tensor:
         """x: [N, H, W, 3] float32 RGB in [0, 1] -> [N, sH, sW, 3] (clamped if `clamp`)."""
-        shallow = self.shallow2(_lrelu(self.shallow1(x)))
+        # Name scopes = the layer groups of rdsrn.quant.groups: they end up in the TFLite
+        # tensor names, which is how `--keep-float` finds a group's ops (GROUP_SCOPES).
+        with tf.name_scope("shallow"):
+            shallow = self.shallow2(_lrelu(self.shallow1(x)))
         feats = []
         h = shallow
         for _ in range(self.recursions):
             h = self._rb(h)
             feats.append(h)
-        fused = _lrelu(self.fusion(tf.concat(feats, axis=-1)))
-        lr = self.lr_conv(fused) + shallow
-        hr = tf.nn.depth_to_space(self.upconv(lr), self.scale)
-        y = hr
-        for i, c in enumerate(self.hfrrb):
-            y = c(y)
-            if i < len(self.hfrrb) - 1:
-                y = _lrelu(y)
-        if self.fused_clamp:
-            return 0.5 * tf.clip_by_value(self.recon(hr + y), -1.0, 1.0) + 0.5
-        out = self.recon(hr + y)
-        if self.clamp:
-            out = tf.clip_by_value(out, 0.0, 1.0)
-        return out
+        with tf.name_scope("fusion"):
+            fused = _lrelu(self.fusion(tf.concat(feats, axis=-1)))
+            lr = self.lr_conv(fused) + shallow
+        with tf.name_scope("upsample"):
+            hr = tf.nn.depth_to_space(self.upconv(lr), self.scale)
+        with tf.name_scope("hfrrb"):
+            y = hr
+            for i, c in enumerate(self.hfrrb):
+                y = c(y)
+                if i < len(self.hfrrb) - 1:
+                    y = _lrelu(y)
+            y = hr + y
+        with tf.name_scope("recon"):
+            if self.fused_clamp:
+                return 0.5 * tf.clip_by_value(self.recon(y), -1.0, 1.0) + 0.5
+            out = self.recon(y)
+            if self.clamp:
+                out = tf.clip_by_value(out, 0.0, 1.0)
+            return out
 
     def concrete_function(self, input_size: tuple[int, int] | None = None):
         """The traced forward pass: input [1, H, W, 3] (None, None for dynamic H/W)."""

@@ -37,9 +37,44 @@ def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def tensor_groups(model_bytes: bytes) -> dict[str, str | None]:
+    """Tensor name -> layer group for every tensor of a TFLite file (`tensor_group`; the
+    graph output, which the converter names after the signature, is recon's)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes)
+    outs = tuple(d["name"] for d in it.get_output_details())  # + "1": its int8 twin
+    return {d["name"]: "recon" if d["name"].startswith(outs) else tensor_group(d["name"])
+            for d in it.get_tensor_details()}
+
+
+def _op_outputs(model_bytes: bytes) -> list[list[str]]:
+    """The output tensor names of every op, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes)
+    td = it.get_tensor_details()
+    return [[td[i]["name"] for i in d["outputs"]] for d in it._get_ops_details()]
+
+
+def tensor_group(name: str) -> str | None:
+    """Layer group (rdsrn.quant.groups.GROUPS) of a tensor of the converted graph, from the
+    twin's name scopes ("body/BiasAdd_3;body/Conv2D_3;..." -> "body"); None for a name
+    outside every scope (graph input, converter-made tensors). TensorFlow numbers a scope
+    entered again ("body_1", "cca_2": the later recursion passes)."""
+    import re
+
+    from rdsrn.quant.groups import GROUPS
+
+    head = re.sub(r"_\d+$", "", name.split(";")[0].split("/")[0])
+    return head if head in GROUPS else None
+
+
 def convert(twin: Any, precision: str, *, input_size: tuple[int, int] | None = None,
-            calib: CalibrationSet | None = None, int8_io: str = "uint8") -> bytes:
-    """Convert the TF twin to TFLite bytes (no metadata yet)."""
+            calib: CalibrationSet | None = None, int8_io: str = "uint8",
+            keep_float: tuple[str, ...] = ()) -> bytes:
+    """Convert the TF twin to TFLite bytes (no metadata yet). `keep_float` (int8): layer
+    groups whose ops stay float32, with QUANTIZE/DEQUANTIZE at their borders."""
     import tensorflow as tf
 
     fn = twin.concrete_function(input_size)
@@ -62,9 +97,40 @@ def convert(twin: Any, precision: str, *, input_size: tuple[int, int] | None = N
         io = {"uint8": tf.uint8, "int8": tf.int8}[int8_io]
         conv.inference_input_type = io
         conv.inference_output_type = io
+        if keep_float:
+            return _int8_keep_float(conv, keep_float, io)
     elif precision != "fp32":
         raise ValueError(f"tflite: unsupported precision {precision!r}")
+    elif keep_float:
+        raise ValueError("keep_float applies to int8 only")
     return bytes(conv.convert())
+
+
+def _int8_keep_float(conv: Any, keep_float: tuple[str, ...], io: Any) -> bytes:
+    """The converter's own full-integer path split in two, calibration then the MLIR
+    quantizer, so that the quantizer can be given the ops to leave float (its
+    `denylisted_nodes`, the mechanism behind tf.lite.experimental.QuantizationDebugger's
+    selective quantization, which cannot set uint8 I/O itself).
+
+    One limit of that quantizer: it keeps SPLIT int8 even when denylisted (by node or by
+    op, with or without calibration statistics; tried), so with "body" kept float its 24
+    channel splits still round to 8 bits between float convs."""
+    from tensorflow.lite.python import convert as tfl_convert
+
+    conv._experimental_calibrate_only = True  # no public switch; the debugger sets it too
+    calibrated = conv.convert()
+    groups = tensor_groups(calibrated)
+    deny = sorted(n for n, g in groups.items() if g in keep_float)
+    # A multi-output op (SPLIT) is known to the quantizer by its outputs' names joined.
+    deny += [";".join(names) for names in _op_outputs(calibrated)
+             if len(names) > 1 and groups[names[0]] in keep_float]
+    missing = set(keep_float) - {groups[n] for n in deny if n in groups}
+    if missing:
+        raise RuntimeError(f"keep_float: no tensors of groups {sorted(missing)} in the "
+                           "converted graph (twin name scopes changed?)")
+    return bytes(tfl_convert.mlir_quantize(calibrated, disable_per_channel=False,
+                                           input_data_type=io, output_data_type=io,
+                                           denylisted_nodes=deny))
 
 
 def inspect(model_bytes: bytes) -> dict[str, Any]:
@@ -88,7 +154,8 @@ def inspect(model_bytes: bytes) -> dict[str, Any]:
             "tensor_dtypes": sorted({np.dtype(t["dtype"]).name for t in tensors})}
 
 
-def check_structure(info: dict[str, Any], precision: str, int8_io: str) -> None:
+def check_structure(info: dict[str, Any], precision: str, int8_io: str,
+                    keep_float: tuple[str, ...] = ()) -> None:
     """Invariants of an exported TFLite graph; RuntimeError (an exporter bug) if not."""
     ops = info["ops"]
     if ops.get("DEPTH_TO_SPACE") != 1:
@@ -102,8 +169,10 @@ def check_structure(info: dict[str, Any], precision: str, int8_io: str) -> None:
         if int8_io == "uint8" and (abs(i["scale"] * 255.0 - 1.0) > 1e-6 or i["zero_point"] != 0):
             raise RuntimeError(f"uint8 input quantization {i['scale']}, {i['zero_point']} "
                                "is not (1/255, 0): calibration did not reach 0 and 1")
-        if "DEQUANTIZE" in ops:
+        if "DEQUANTIZE" in ops and not keep_float:
             raise RuntimeError("INT8 graph has float islands (DEQUANTIZE)")
+        if keep_float and "DEQUANTIZE" not in ops:
+            raise RuntimeError(f"--keep-float {','.join(keep_float)}: no float island")
 
 
 def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32", *,
@@ -111,12 +180,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
                   input_size: tuple[int, int] | None = None,
                   parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
                   max_drop: float = DEFAULT_MAX_DROP, int8_io: str = "uint8",
-                  qat: bool = False, log: Any = print) -> ExportResult:
+                  qat: bool = False, keep_float: tuple[str, ...] = (),
+                  log: Any = print) -> ExportResult:
     """Export `src` to one .tflite file at `out_path`, gated by parity (see parity.py).
 
     `qat` (int8, uint8 I/O): the activation grids are the ones the weights' QAT learned
     (export/qat_tflite.py) instead of calibrated ones, and the file is also compared with
-    the fake-quant PyTorch model.
+    the fake-quant PyTorch model. `keep_float` (int8): layer groups (rdsrn.quant.groups)
+    left in float32, for runtimes that run mixed graphs (LiteRT CPU/XNNPACK do).
 
     `parity_inputs`: float32 NHWC [1, h, w, 3] real-image crops (of `input_size` when
     fixed). The file is written only after its gate passed.
@@ -127,15 +198,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
     out_path = Path(out_path)
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"tflite: unsupported precision {precision!r}")
-    label = f"tflite {precision}" + (f" {int8_io} I/O" if precision == "int8" else "")
     qat_model = None
     if qat and precision == "int8":
         from .qat_ranges import qat_model_of
 
         qat_model = qat_model_of(src)
-        if qat_model.float_groups:
-            raise UserError(f"{out_path.name}: QAT weights with float layer groups "
-                            f"{sorted(qat_model.float_groups)} export to ONNX only")
+        keep_float = tuple(sorted(set(keep_float) | set(qat_model.float_groups)))
+    label = (f"tflite {precision}" + (f" {int8_io} I/O" if precision == "int8" else "")
+             + (f", float {','.join(keep_float)}" if keep_float else ""))
     steps = StepLog(label, log)
     model = src.model
 
@@ -145,9 +215,10 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
     with steps.step("convert (TFLiteConverter"
                     + (f", {calib.info['patches']} calibration patches" if calib and
                        precision == "int8" else "") + ")") as s:
-        data = convert(twin, precision, input_size=input_size, calib=calib, int8_io=int8_io)
+        data = convert(twin, precision, input_size=input_size, calib=calib, int8_io=int8_io,
+                       keep_float=keep_float)
         info = inspect(data)
-        check_structure(info, precision, int8_io)
+        check_structure(info, precision, int8_io, keep_float)
         s["size"] = len(data)
         s["note"] = (f"{sum(info['ops'].values())} ops, DEPTH_TO_SPACE, no TRANSPOSE, input "
                      f"{info['input']['dtype']} {info['input']['shape_signature']}")
@@ -157,7 +228,8 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         from .qat_tflite import apply_tflite_ranges
 
         with steps.step("QAT: learned activation grids into the INT8 graph") as s:
-            data, applied = apply_tflite_ranges(data, qat_model, parity_inputs[0])
+            data, applied = apply_tflite_ranges(data, qat_model, parity_inputs[0],
+                                                keep_float=set(keep_float))
             s["note"] = (f"{applied['tensors']} tensors for {applied['points']} QAT points, "
                          f"{applied['biases']} int32 biases requantized")
     ref = torch_runner(model)
@@ -185,10 +257,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         eval_info = measure_int8_drop(steps, run, ref, eval_dir, input_size,
                                       int(model.config["scale"]), max_drop, str(out_path))
         delta = eval_info["delta_psnr"]
-        quant = {"method": "TFLiteConverter full-integer post-training quantization, "
-                           "min/max calibration",
+        quant = {"method": ("TFLiteConverter full-integer post-training quantization, "
+                            if not keep_float else "TFLiteConverter post-training "
+                            "quantization, mixed (layer groups left float32), ")
+                           + "min/max calibration",
                  "weights": "int8 symmetric, per output channel",
                  "activations": "int8 asymmetric, per tensor",
+                 "float_ops": (f"layer groups {', '.join(keep_float)}" if keep_float
+                               else "none"),
                  "input": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
                            "zero_point": info["input"]["zero_point"]},
                  "output": {"dtype": info["output"]["dtype"], "scale": info["output"]["scale"],
