@@ -113,13 +113,17 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
     lost = [q.input[0] for q in direct if q.input[0] not in float_names]
     if lost:
         raise RuntimeError(f"QAT ranges: quantized tensor {lost[0]} is not in the FP32 graph")
-    onnx_vals = _onnx_values(fp32, [q.input[0] for q in direct], x)
+    # A Split / DepthToSpace whose input is float (a --keep-float group before it) is
+    # quantized at its output: it takes the grid of the point its input holds.
+    copies = {q.input[0]: prod[q.input[0]].input[0] for q in acts
+              if q.input[0] not in fixed and prod[q.input[0]].op_type in ("Split", "DepthToSpace")
+              and prod[q.input[0]].input[0] in float_names}
+    onnx_vals = _onnx_values(fp32, sorted({q.input[0] for q in direct} | set(copies.values())), x)
     point_vals = point_values(qat, x)
     grid: dict[str, tuple[float, int]] = {}
     worst = 0.0
-    for q in direct:
-        t = q.input[0]
-        v = onnx_vals[t]
+    for t in [q.input[0] for q in direct] + sorted(copies):
+        v = onnx_vals[copies.get(t, t)]
         best, err = None, np.inf
         for p, pv in point_vals.items():
             if pv.shape != v.shape:

@@ -144,12 +144,18 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray,
         t = int(op.outputs[0])
         if kind != "QUANTIZE" or t not in shapes or graph.tensors[int(op.inputs[0])].type != 0:
             continue  # 0: FLOAT32 in the schema; uint8 -> int8 input requantization skipped
-        cands = [n for n in kept if points[n].shape == shapes[t]]
+        # "upconv" kept float: the island ends after DEPTH_TO_SPACE, which moves values only.
+        views = {n: points[n] for n in kept}
+        if "upconv" in views:
+            views["upconv"] = _depth_to_space(views["upconv"], qat.scale)
+        cands = [n for n in kept if views[n].shape == shapes[t]]
         if not cands:
             calibrated += 1
             continue
-        name = max(cands, key=lambda n: _correlation(points[n], before[t]))
-        pairs.append((name, t))
+        name = max(cands, key=lambda n: _correlation(views[n], before[t]))
+        if _correlation(views[name], before[t]) < MIN_CORRELATION:
+            raise RuntimeError(f"QAT ranges: the float island exit {t} matches no QAT point "
+                               "of the kept groups: graphs differ")
         r = ranges[name]
         grid[t] = (float(r["scale"]), int(r["zero_point"]) - 128)
     for op, kind in zip(graph.operators, kinds):  # copies keep their input's grid
@@ -190,6 +196,13 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray,
     return out, {"tensors": len(grid), "points": len(qat.points) - len(kept),
                  "min_correlation": float(f"{worst:.4g}"), "biases": biases,
                  "calibrated": calibrated}
+
+
+def _depth_to_space(x: np.ndarray, s: int) -> np.ndarray:
+    """TFLite DEPTH_TO_SPACE (DCR) of NHWC `x`."""
+    n, h, w, c = x.shape
+    y = x.reshape(n, h, w, s, s, c // (s * s)).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, h * s, w * s, c // (s * s))
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

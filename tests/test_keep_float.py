@@ -64,33 +64,68 @@ def test_tflite_kept_groups_are_float_the_rest_int8(setup, groups):
         check_structure(info, "int8", "uint8")
 
 
-def test_tflite_keep_float_with_qat_grids(setup, data_dir):
-    """QAT + keep-float: every int8 tensor outside the kept groups takes its QAT grid,
-    the exit of the float island takes the grid of the point it carries, and the file
-    still computes like the fake-quant model."""
+def _qat_model(src, calib):
+    from rdsrn.quant.qat import QATRDSRN
+
+    q = QATRDSRN(src.model).eval()
+    q.calibrate(torch.from_numpy(calib.nchw()).split(2))
+    with torch.no_grad():  # move the ranges away from what the converters calibrate
+        q.act_log_scale.add_(math.log(3.0))
+    return q
+
+
+@pytest.mark.parametrize("group", ["shallow", "upsample"])
+def test_tflite_keep_float_with_qat_grids(setup, data_dir, group):
+    """QAT + keep-float: every int8 tensor outside the kept group takes its QAT grid,
+    the exit of the float island takes the grid of the point it carries (for upsample:
+    after DEPTH_TO_SPACE), and the file still computes like the fake-quant model."""
     from rdsrn.export.parity import compare, tflite_runner, torch_runner
     from rdsrn.export.qat_tflite import apply_tflite_ranges
     from rdsrn.export.tf_twin import twin_from_torch
     from rdsrn.export.tflite_export import convert
-    from rdsrn.quant.qat import QATRDSRN, point_group
+    from rdsrn.quant.qat import point_group
 
     src, calib = setup
-    q = QATRDSRN(src.model).eval()
-    q.calibrate(torch.from_numpy(calib.nchw()).split(2))
-    with torch.no_grad():
-        q.act_log_scale.add_(math.log(3.0))
+    q = _qat_model(src, calib)
     data = convert(twin_from_torch(src.model, clamp=True, fused_clamp=True), "int8",
-                   calib=calib, keep_float=("shallow",))
+                   calib=calib, keep_float=(group,))
     crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
-    new, info = apply_tflite_ranges(data, q, crops[0], keep_float={"shallow"})
-    n_shallow = sum(point_group(n) == "shallow" for n in q.points)
-    assert info["points"] == len(q.points) - n_shallow and info["calibrated"] == 0
+    new, info = apply_tflite_ranges(data, q, crops[0], keep_float={group})
+    n_kept = sum(point_group(n) == group for n in q.points)
+    assert info["points"] == len(q.points) - n_kept and info["calibrated"] == 0
     ref = torch_runner(src.model)
     p_fq, p_new, p_before = (compare(r, ref, crops)["psnr_vs_torch"]
                              for r in (torch_runner(q), tflite_runner(new), tflite_runner(data)))
     assert p_before - p_new > 3 and abs(p_new - p_fq) < 3
     with pytest.raises(RuntimeError, match="graphs differ"):  # kept groups must be named
         apply_tflite_ranges(data, q, crops[0])
+
+
+def test_onnx_keep_float_upsample_with_qat_grids(setup, data_dir):
+    """ONNX QAT + keep-float upsample: the DepthToSpace output, quantized for the HR
+    convs although its input is float, takes the up-sampling conv's QAT grid."""
+    from onnx import numpy_helper
+
+    from rdsrn.export.onnx_export import build_fp32, quantize_int8
+    from rdsrn.export.parity import compare, onnx_runner, torch_runner
+    from rdsrn.export.qat_ranges import apply_onnx_ranges
+
+    src, calib = setup
+    q = _qat_model(src, calib)
+    fp32 = build_fp32(src.model)
+    qdq, _ = quantize_int8(fp32, calib, keep_float=("upsample",))
+    crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
+    apply_onnx_ranges(qdq, fp32, q, crops[0])
+    inits = {i.name: i for i in qdq.graph.initializer}
+    d2s = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear"
+           and n.input[0] == "/m/DepthToSpace_output_0"]
+    assert len(d2s) == 1
+    scale = float(numpy_helper.to_array(inits[d2s[0].input[1]]))
+    assert scale == pytest.approx(q.ranges()["upconv"]["scale"], rel=1e-6)
+    ref = torch_runner(src.model)
+    p_fq, p_file = (compare(r, ref, crops)["psnr_vs_torch"]
+                    for r in (torch_runner(q), onnx_runner(qdq.SerializeToString())))
+    assert abs(p_file - p_fq) < 3
 
 
 @pytest.mark.slow
