@@ -4,7 +4,8 @@
     python -m rdsrn.export.bundle --model rdsrn_x2   # one of them
 
 x4 and x3 are bundled in all four (format, precision) pairs, x2 in FP32 only: its INT8
-files fail the 0.3 dB gate even after QAT (Set5 -0.35 dB; benchmarks/results/qat.md). The
+files fail the 0.3 dB gate even after QAT (Set5 -0.31 dB; benchmarks/results/qat.md).
+x4 also as mixed-precision INT8 files (MIXED: `rdsrn_x4_int8_float-shallow-fusion.*`). The
 FP32 files come from rdsrn/weights/<model>.safetensors; the INT8 files from the
 quantization-aware fine-tuned rdsrn/weights/<model>_qat.safetensors with the ranges QAT
 learned (`rdsrn export --qat`; made by `rdsrn train --config <model>_qat` and
@@ -28,18 +29,32 @@ from rdsrn.runtimes.errors import UserError
 from .common import REPO, data_dir
 
 OUT_DIR = REPO / "runtimes" / "models"
-BUNDLED = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"))
-LIGHT = (("onnx", "fp32"), ("tflite", "fp32"))
-BUNDLES: dict[str, tuple[tuple[str, str], ...]] = {
-    "rdsrn_x4": BUNDLED, "rdsrn_x2": LIGHT, "rdsrn_x3": BUNDLED}
+# (format, precision[, layer groups kept float32]).
+Entry = tuple[Any, ...]  # (str, str) or (str, str, tuple[str, ...])
+BUNDLED: tuple[Entry, ...] = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"),
+                              ("tflite", "int8"))
+LIGHT: tuple[Entry, ...] = (("onnx", "fp32"), ("tflite", "fp32"))
+# Mixed precision: the LR convs at either end of the recursion and the global residual in
+# float32, the rest INT8 -- the x4 files within 0.05 dB of FP32 on Set5 and BSD68 (the all-INT8
+# ones are not; benchmarks/results/keep_float_x4_qat.md), for runtimes that run mixed graphs.
+MIXED_GROUPS = ("shallow", "fusion")
+MIXED: tuple[Entry, ...] = (("onnx", "int8", MIXED_GROUPS), ("tflite", "int8", MIXED_GROUPS))
+BUNDLES: dict[str, tuple[Entry, ...]] = {
+    "rdsrn_x4": BUNDLED + MIXED, "rdsrn_x2": LIGHT, "rdsrn_x3": BUNDLED}
+
+
+def entry_parts(entry: Entry) -> tuple[str, str, tuple[str, ...]]:
+    """(format, precision, groups kept float) of a BUNDLES entry."""
+    return entry[0], entry[1], tuple(entry[2]) if len(entry) > 2 else ()
 # INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
 CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (export_int8.md)
 
 
 def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | None = None,
            calib_n: int = CALIB_N, max_drop: float = 0.3, random_seed: int | None = None,
-           only: tuple[tuple[str, str], ...] = BUNDLED, log: Any = print) -> list[Any]:
-    """Export `only` (format, precision) pairs of `model` into `out_dir`; returns results."""
+           only: tuple[Entry, ...] = BUNDLED, log: Any = print) -> list[Any]:
+    """Export the `only` entries (format, precision[, kept-float groups]) of `model` into
+    `out_dir`; returns results."""
     from .calibration import make_calibration_set
     from .cli import artifact_name, parity_sizes
     from .onnx_export import export_onnx
@@ -55,7 +70,7 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
         f"sha256 {src.weights_sha256}")
     inputs = parity_inputs(calib_dir, parity_sizes(None))
     calib = None
-    if any(p == "int8" for _, p in only):
+    if any(entry_parts(e)[1] == "int8" for e in only):
         calib = make_calibration_set(calib_dir, scale, calib_n)
     qat_file = qat_weights(model)
     qat_src = None
@@ -65,11 +80,14 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
             raise UserError(f"{qat_file}: not QAT weights of {src.name}")
         log(f"[bundle] INT8 from QAT weights {qat_file} sha256 {qat_src.weights_sha256}")
     results = []
-    for fmt, precision in only:
-        out = Path(out_dir) / artifact_name(src.name, fmt, precision, None)
+    for entry in only:
+        fmt, precision, keep = entry_parts(entry)
+        out = Path(out_dir) / artifact_name(src.name, fmt, precision, None, keep_float=keep)
         use_qat = precision == "int8" and qat_src is not None
         kw = dict(calib=calib if precision == "int8" else None, parity_inputs=inputs,
                   eval_dir=eval_dir, max_drop=max_drop, log=log, qat=use_qat)
+        if keep:
+            kw["keep_float"] = keep
         exporter = export_onnx if fmt == "onnx" else export_tflite
         results.append(exporter(qat_src if use_qat else src, out, precision, **kw))
     return results
@@ -91,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib", default=None, help="default ../shared/data/train")
     parser.add_argument("--calib-n", type=int, default=CALIB_N)
     parser.add_argument("--max-drop", type=float, default=0.3)
+    parser.add_argument("--mixed-only", action="store_true",
+                        help="only the mixed-precision (--keep-float) files of the models")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                         help="development only (no shipped weights yet)")
     args = parser.parse_args(argv)
@@ -100,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.model or list(BUNDLES):
             results += bundle(model, Path(args.out), Path(args.calib) if args.calib else None,
                               args.calib_n, args.max_drop, args.random_weights,
-                              only=BUNDLES[model])
+                              only=tuple(e for e in BUNDLES[model]
+                                         if not args.mixed_only or entry_parts(e)[2]))
     except UserError as exc:
         print(f"export.bundle: error: {exc}", file=sys.stderr)
         return 2

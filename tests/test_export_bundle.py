@@ -12,7 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rdsrn.export.bundle import BUNDLES, OUT_DIR, qat_weights  # noqa: E402
+from rdsrn.export.bundle import BUNDLES, OUT_DIR, entry_parts, qat_weights  # noqa: E402
+from rdsrn.export.cli import artifact_name  # noqa: E402
 from rdsrn.export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
 from rdsrn.weights import file_sha256, weights_path  # noqa: E402
@@ -26,11 +27,11 @@ pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(),
                                 reason="no shipped rdsrn_x4 weights yet")
 
 
-def _path(fmt: str, precision: str, model: str = "rdsrn_x4"):
-    return OUT_DIR / f"{model}_{precision}{FORMATS[fmt].suffix}"
+def _path(fmt: str, precision: str, model: str = "rdsrn_x4", keep: tuple[str, ...] = ()):
+    return OUT_DIR / artifact_name(model, fmt, precision, None, keep_float=keep)
 
 
-ALL_BUNDLED = [(m, f, p) for m, pairs in BUNDLES.items() for f, p in pairs]
+ALL_BUNDLED = [(m, *entry_parts(e)) for m, entries in BUNDLES.items() for e in entries]
 
 
 def _meta(path) -> dict:
@@ -53,12 +54,12 @@ def shipped():
     return load_source("rdsrn_x4")
 
 
-@pytest.mark.parametrize("model, fmt, precision", ALL_BUNDLED)
-def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
+@pytest.mark.parametrize("model, fmt, precision, keep", ALL_BUNDLED)
+def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision, keep):
     weights = weights_path(model)
     if not weights.is_file():
         pytest.skip(f"no shipped {model} weights")
-    path = _path(fmt, precision, model)
+    path = _path(fmt, precision, model, keep)
     assert path.is_file(), f"{path} missing: run `python -m rdsrn.export.bundle --model {model}`"
     meta = _meta(path)
     qat = qat_weights(model)
@@ -74,6 +75,10 @@ def test_bundled_artifact_is_from_shipped_weights(model, fmt, precision):
     else:
         assert meta["delta_psnr"] >= -DEFAULT_MAX_DROP  # negative: INT8 worse than FP32
         assert meta["quantization"]["calibration"]["patches"] >= 100
+        if keep:  # a mixed-precision file says which groups are float
+            ops = meta["quantization"]["float_ops"]
+            assert ops.startswith("layer groups ")
+            assert set(ops.removeprefix("layer groups ").split(", ")) == set(keep)
         if fmt == "tflite":
             q = meta["quantization"]["input"]
             assert q["dtype"] == "uint8" and q["zero_point"] == 0
