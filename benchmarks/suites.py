@@ -82,12 +82,14 @@ def device_artifacts(scale: int = 4) -> list:
 
 
 def device_cases(cores: int, input_hw=PAPER_INPUT) -> list[Case]:
-    """The device suite by file name (rdsrn_x4_{precision}.{onnx,tflite}); `rdsrn bench`
-    builds the same rows from each file's embedded metadata instead."""
+    """The device suite by file name (rdsrn_x4_{precision}[_float-GROUPS].{onnx,tflite}:
+    a mixed file counts as int8, its label tells it apart); `rdsrn bench` builds the same
+    rows from each file's embedded metadata instead."""
     cases = []
     for threads in _thread_list(cores):
         for path in device_artifacts():
-            cases.append(Case("rdsrn_x4", path.suffix[1:], path.stem.rsplit("_", 1)[1],
+            precision = path.stem.split("_")[2]
+            cases.append(Case("rdsrn_x4", path.suffix[1:], precision,
                               threads, input_hw, artifact=str(path), label=path.name))
         cases.append(Case("bicubic", "bicubic", "uint8", threads, input_hw))
     return cases

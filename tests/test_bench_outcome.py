@@ -62,7 +62,11 @@ def test_device_suite_is_the_bundled_files() -> None:
     assert {"rdsrn_x4_int8.tflite", "rdsrn_x4_int8.onnx", "rdsrn_x4_fp32.onnx"} <= names
     assert {c.format for c in cases} == {"onnx", "tflite", "bicubic"}
     assert {c.threads for c in cases} == {1, 2}
-    assert all(Path(c.artifact).stem.endswith(c.precision) for c in cases if c.artifact)
+    for c in cases:
+        if c.artifact:  # rdsrn_x4_{precision}[_float-GROUPS]
+            stem = Path(c.artifact).stem
+            assert c.precision in ("fp32", "fp16", "int8") and f"_{c.precision}" in stem
+            assert c.label == Path(c.artifact).name
 
 
 # --------------------------------------------------------------------- interference
