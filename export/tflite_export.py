@@ -223,6 +223,14 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         s["note"] = (f"{sum(info['ops'].values())} ops, DEPTH_TO_SPACE, no TRANSPOSE, input "
                      f"{info['input']['dtype']} {info['input']['shape_signature']}")
 
+    aligned = False
+    if precision == "int8":
+        from .tflite_output import align_output_clamp
+
+        with steps.step("output clamp grid on the pixel values") as s:
+            data, aligned = align_output_clamp(data)
+            s["note"] = ("recon bias +1/255, ADD 0.5 - 0.5/255 (no half-level rounding bias)"
+                         if aligned else "not needed (float reconstruction)")
     applied = None
     if qat_model is not None:
         from .qat_tflite import apply_tflite_ranges
@@ -273,6 +281,8 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         if qat_model is not None:
             quant["ranges"] = "learned by quantization-aware fine-tuning (QAT)"
             quant["parity_fakequant"] = fq_parity
+        if aligned:
+            quant["output_clamp"] = "grid on the pixel values (export/tflite_output.py)"
 
     io_dtype = info["input"]["dtype"]
     meta = build_metadata(src, fmt="tflite", precision=precision, io_dtype=io_dtype,

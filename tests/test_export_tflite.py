@@ -195,3 +195,37 @@ def test_tflite_int8_full_integer(tmp_path, data_dir, int8_setup, io):
     run, ref = tflite_runner(data), torch_runner(src.model)
     for x in crop_inputs(data_dir, [(20, 28), (32, 32)]):
         assert psnr01(run(x), ref(x)) > 30
+
+
+@pytest.mark.slow
+def test_int8_output_has_no_half_level_bias(data_dir, set5_dir):
+    """The fused output clamp's grid sits on the pixel values. Without the fix every output
+    pixel of an INT8 file rounded half a level up against the fake-quant model it was
+    trained as (export/tflite_output.py); with it, no bias is left."""
+    from rdsrn.export.qat_ranges import qat_model_of
+    from rdsrn.export.qat_tflite import apply_tflite_ranges
+    from rdsrn.export.source import load_source
+    from rdsrn.export.tf_twin import twin_from_torch
+    from rdsrn.export.tflite_export import convert
+    from rdsrn.export.tflite_output import align_output_clamp
+    from rdsrn.weights import weights_path
+
+    if not weights_path("rdsrn_x4_qat").is_file():
+        pytest.skip("no shipped rdsrn_x4_qat weights")
+    src = load_source(str(weights_path("rdsrn_x4_qat")))
+    q = qat_model_of(src).eval()
+    calib = make_calibration_set(data_dir / "train", 4, 6, size=(32, 32))
+    data = convert(twin_from_torch(src.model, clamp=True, fused_clamp=True), "int8",
+                   calib=calib)
+    crops = crop_inputs(data_dir, [(48, 48), (40, 56)])
+    fixed, aligned = align_output_clamp(data)
+    assert aligned and align_output_clamp(fixed)[1] is False  # applied once
+    assert align_output_clamp(convert(twin_from_torch(src.model), "fp32"))[1] is False
+    ref = torch_runner(q)
+
+    def bias(model: bytes) -> float:
+        run = tflite_runner(apply_tflite_ranges(model, q, crops[0])[0])
+        return float(np.mean([np.mean(np.round(run(x) * 255) - np.round(ref(x) * 255))
+                              for x in crops]))
+
+    assert bias(data) > 0.3 and abs(bias(fixed)) < 0.15

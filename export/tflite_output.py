@@ -1,0 +1,104 @@
+"""INT8 TFLite: put the fused output clamp's grid on the pixel values, so the output is
+not rounded up by half a pixel level.
+
+The INT8 twin writes clip(z, 0, 1) as 0.5 * clip(u, -1, 1) + 0.5 with u = 2z - 1 computed
+by the reconstruction conv (export/tf_twin.py: TFLite fuses clip(-1, 1) into the conv).
+The converter gives u the int8 grid of [-1, 1]: scale 2/255, so its values are even
+multiples of 1/255, while u of a pixel value k/255 is the odd multiple (2k - 255)/255.
+0.5 * u + 0.5 then always lands exactly halfway between two output levels, and the
+integer ADD rounds every such tie up: each output pixel came out +0.5 level too bright
+(measured +0.49 on Set5 against the fake-quant model, x4 and x2; ONNX, which clamps on
+the 1/255 grid directly, had no bias).
+
+The fix moves u by one level: the conv's bias gets +1/255 (so u = 2z - 1 + 1/255, whose
+grid points are the pixel values) and the ADD's constant becomes 0.5 - 0.5/255 (a copy:
+the MUL shares the 0.5 constant). Then y = (q - zp + 127) / 255 exactly: the int8 code
+of u is the pixel value. The clamp limits still map to 0 and 255.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+PIXEL = 1.0 / 255.0
+
+
+def _quant(t: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    q = t.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    return np.asarray(q.scale, np.float64), np.asarray(q.zeroPoint, np.int64)
+
+
+def align_output_clamp(data: bytes) -> tuple[bytes, bool]:
+    """`data` with the output clamp's grid aligned to the pixel values (module docstring);
+    (data unchanged, False) when the graph does not end in the int8 conv -> MUL 0.5 ->
+    ADD 0.5 pattern (a float recon group, an FP32 file)."""
+    import copy
+
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    from .qat_tflite import _op_names
+
+    model = fbu.convert_bytearray_to_object(bytearray(data))
+    graph = model.subgraphs[0]
+    kinds = _op_names(model)
+    producer = {int(t): (op, k) for op, k in zip(graph.operators, kinds) for t in op.outputs}
+    out_t = int(graph.outputs[0])
+    op, kind = producer.get(out_t, (None, None))
+    if kind == "QUANTIZE":  # uint8 output: int8 -> uint8 requantization
+        op, kind = producer.get(int(op.inputs[0]), (None, None))
+    if kind != "ADD":
+        return data, False
+    add = op
+    mul_t, add_c = (int(i) for i in add.inputs)
+    mul, mul_kind = producer.get(mul_t, (None, None))
+    if mul_kind != "MUL":
+        return data, False
+    clip_t, mul_c = (int(i) for i in mul.inputs)
+    conv, conv_kind = producer.get(clip_t, (None, None))
+    if conv_kind != "CONV_2D" or len(conv.inputs) < 3:
+        return data, False
+    tensors = graph.tensors
+    clip_q = _quant(tensors[clip_t])
+    if clip_q is None or tensors[clip_t].type != 9:  # 9: INT8 in the schema
+        return data, False
+    if not np.isclose(clip_q[0][0], 2 * PIXEL, rtol=1e-5):
+        return data, False
+
+    def const_value(t: int) -> float | None:
+        q = _quant(tensors[t])
+        buf = model.buffers[tensors[t].buffer].data
+        if q is None or buf is None or len(buf) != 1:
+            return None
+        code = int(np.frombuffer(bytes(buf), np.int8)[0])
+        return float((code - q[1][0]) * q[0][0])
+
+    if not (np.isclose(const_value(add_c) or 0, 0.5) and np.isclose(const_value(mul_c) or 0, 0.5)):
+        return data, False
+    # 1. The conv computes u + 1/255: int32 bias codes at scale (input x weight scale).
+    b = int(conv.inputs[2])
+    b_scale = _quant(tensors[b])
+    if b_scale is None:
+        return data, False
+    raw = np.frombuffer(bytes(model.buffers[tensors[b].buffer].data), np.int32).astype(np.int64)
+    shifted = raw + np.round(PIXEL / b_scale[0]).astype(np.int64)
+    model.buffers[tensors[b].buffer].data = np.frombuffer(
+        np.clip(shifted, -2**31, 2**31 - 1).astype(np.int32).tobytes(), np.uint8)
+    # 2. The ADD adds 0.5 - 0.5/255 (its own copy of the constant).
+    target = 0.5 - 0.5 * PIXEL
+    scale, zp = _quant(tensors[add_c])
+    code = int(np.round(target / scale[0]) + zp[0])
+    if not (-128 <= code <= 127) or abs((code - zp[0]) * scale[0] - target) > 1e-7:
+        raise RuntimeError(f"output clamp: 0.5 - 0.5/255 is not on the constant's grid "
+                           f"{scale[0]}, {zp[0]}")
+    const = copy.deepcopy(tensors[add_c])
+    model.buffers.append(copy.deepcopy(model.buffers[const.buffer]))
+    const.buffer = len(model.buffers) - 1
+    model.buffers[const.buffer].data = np.frombuffer(np.array([code], np.int8).tobytes(),
+                                                     np.uint8)
+    tensors.append(const)
+    add.inputs[list(add.inputs).index(add_c)] = len(tensors) - 1
+    return bytes(fbu.convert_object_to_bytearray(model)), True
