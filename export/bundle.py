@@ -29,11 +29,11 @@ from rdsrn.runtimes.errors import UserError
 from .common import REPO, data_dir
 
 OUT_DIR = REPO / "runtimes" / "models"
-# (format, precision[, layer groups kept float32]).
-Entry = tuple[Any, ...]  # (str, str) or (str, str, tuple[str, ...])
-BUNDLED: tuple[Entry, ...] = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"),
-                              ("tflite", "int8"))
-LIGHT: tuple[Entry, ...] = (("onnx", "fp32"), ("tflite", "fp32"))
+# (format, precision, layer groups kept float32).
+Entry = tuple[str, str, tuple[str, ...]]
+BUNDLED: tuple[Entry, ...] = (("onnx", "fp32", ()), ("onnx", "int8", ()), ("tflite", "fp32", ()),
+                              ("tflite", "int8", ()))
+LIGHT: tuple[Entry, ...] = (("onnx", "fp32", ()), ("tflite", "fp32", ()))
 # Mixed precision: the LR convs at either end of the recursion and the global residual in
 # float32, the rest INT8 -- within 0.05 dB (x4) and 0.10 dB (x3) of FP32 on Set5 and BSD68,
 # which the all-INT8 files are not (benchmarks/results/keep_float_x4_qat.md, qat.md), for
@@ -42,11 +42,6 @@ MIXED_GROUPS = ("shallow", "fusion")
 MIXED: tuple[Entry, ...] = (("onnx", "int8", MIXED_GROUPS), ("tflite", "int8", MIXED_GROUPS))
 BUNDLES: dict[str, tuple[Entry, ...]] = {
     "rdsrn_x4": BUNDLED + MIXED, "rdsrn_x2": LIGHT, "rdsrn_x3": BUNDLED + MIXED}
-
-
-def entry_parts(entry: Entry) -> tuple[str, str, tuple[str, ...]]:
-    """(format, precision, groups kept float) of a BUNDLES entry."""
-    return entry[0], entry[1], tuple(entry[2]) if len(entry) > 2 else ()
 # INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
 CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (export_int8.md)
 
@@ -54,7 +49,7 @@ CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (expo
 def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | None = None,
            calib_n: int = CALIB_N, max_drop: float = 0.3, random_seed: int | None = None,
            only: tuple[Entry, ...] = BUNDLED, log: Any = print) -> list[Any]:
-    """Export the `only` entries (format, precision[, kept-float groups]) of `model` into
+    """Export the `only` entries (format, precision, kept-float groups) of `model` into
     `out_dir`; returns results."""
     from .calibration import make_calibration_set
     from .cli import artifact_name, parity_sizes
@@ -71,7 +66,7 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
         f"sha256 {src.weights_sha256}")
     inputs = parity_inputs(calib_dir, parity_sizes(None))
     calib = None
-    if any(entry_parts(e)[1] == "int8" for e in only):
+    if any(precision == "int8" for _, precision, _ in only):
         calib = make_calibration_set(calib_dir, scale, calib_n)
     qat_file = qat_weights(model)
     qat_src = None
@@ -81,14 +76,12 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
             raise UserError(f"{qat_file}: not QAT weights of {src.name}")
         log(f"[bundle] INT8 from QAT weights {qat_file} sha256 {qat_src.weights_sha256}")
     results = []
-    for entry in only:
-        fmt, precision, keep = entry_parts(entry)
+    for fmt, precision, keep in only:
         out = Path(out_dir) / artifact_name(src.name, fmt, precision, None, keep_float=keep)
         use_qat = precision == "int8" and qat_src is not None
         kw = dict(calib=calib if precision == "int8" else None, parity_inputs=inputs,
-                  eval_dir=eval_dir, max_drop=max_drop, log=log, qat=use_qat)
-        if keep:
-            kw["keep_float"] = keep
+                  eval_dir=eval_dir, max_drop=max_drop, log=log, qat=use_qat,
+                  keep_float=keep)
         exporter = export_onnx if fmt == "onnx" else export_tflite
         results.append(exporter(qat_src if use_qat else src, out, precision, **kw))
     return results
@@ -122,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             results += bundle(model, Path(args.out), Path(args.calib) if args.calib else None,
                               args.calib_n, args.max_drop, args.random_weights,
                               only=tuple(e for e in BUNDLES[model]
-                                         if not args.mixed_only or entry_parts(e)[2]))
+                                         if not args.mixed_only or e[2]))
     except UserError as exc:
         print(f"export.bundle: error: {exc}", file=sys.stderr)
         return 2

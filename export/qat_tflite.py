@@ -140,14 +140,13 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray,
             r = ranges[name]
             grid[t] = (float(r["scale"]), int(r["zero_point"]) - 128)
     calibrated = 0
+    views = {n: points[n] for n in kept}
+    if "upconv" in views:  # kept float, its island ends after DEPTH_TO_SPACE (moves values)
+        views["upconv"] = _depth_to_space(views["upconv"], qat.scale)
     for op, kind in zip(graph.operators, kinds):  # exits of float islands
         t = int(op.outputs[0])
         if kind != "QUANTIZE" or t not in shapes or graph.tensors[int(op.inputs[0])].type != 0:
             continue  # 0: FLOAT32 in the schema; uint8 -> int8 input requantization skipped
-        # "upconv" kept float: the island ends after DEPTH_TO_SPACE, which moves values only.
-        views = {n: points[n] for n in kept}
-        if "upconv" in views:
-            views["upconv"] = _depth_to_space(views["upconv"], qat.scale)
         cands = [n for n in kept if views[n].shape == shapes[t]]
         if not cands:
             calibrated += 1

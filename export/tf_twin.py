@@ -156,7 +156,8 @@ class TFRDSRN(tf.Module):
     def forward(self, x: tf.Tensor) -> tf.Tensor:
         """x: [N, H, W, 3] float32 RGB in [0, 1] -> [N, sH, sW, 3] (clamped if `clamp`)."""
         # Name scopes = the layer groups of rdsrn.quant.groups: they end up in the TFLite
-        # tensor names, which is how `--keep-float` finds a group's ops (GROUP_SCOPES).
+        # tensor names, which is how `--keep-float` finds a group's ops
+        # (tflite_export.tensor_group).
         with tf.name_scope("shallow"):
             shallow = self.shallow2(_lrelu(self.shallow1(x)))
         feats = []

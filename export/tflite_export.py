@@ -42,17 +42,17 @@ def tensor_groups(model_bytes: bytes) -> dict[str, str | None]:
     graph output, which the converter names after the signature, is recon's)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=model_bytes)
+    return _groups(Interpreter(model_content=model_bytes))
+
+
+def _groups(it: Any) -> dict[str, str | None]:
     outs = tuple(d["name"] for d in it.get_output_details())  # + "1": its int8 twin
     return {d["name"]: "recon" if d["name"].startswith(outs) else tensor_group(d["name"])
             for d in it.get_tensor_details()}
 
 
-def _op_outputs(model_bytes: bytes) -> list[list[str]]:
-    """The output tensor names of every op, in graph order."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=model_bytes)
+def _op_outputs(it: Any) -> list[list[str]]:
+    """The output tensor names of every op of an Interpreter, in graph order."""
     td = it.get_tensor_details()
     return [[td[i]["name"] for i in d["outputs"]] for d in it._get_ops_details()]
 
@@ -115,14 +115,16 @@ def _int8_keep_float(conv: Any, keep_float: tuple[str, ...], io: Any) -> bytes:
     One limit of that quantizer: it keeps SPLIT int8 even when denylisted (by node or by
     op, with or without calibration statistics; tried), so with "body" kept float its 24
     channel splits still round to 8 bits between float convs."""
+    from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python import convert as tfl_convert
 
     conv._experimental_calibrate_only = True  # no public switch; the debugger sets it too
     calibrated = conv.convert()
-    groups = tensor_groups(calibrated)
+    it = Interpreter(model_content=calibrated)
+    groups = _groups(it)
     deny = sorted(n for n, g in groups.items() if g in keep_float)
     # A multi-output op (SPLIT) is known to the quantizer by its outputs' names joined.
-    deny += [";".join(names) for names in _op_outputs(calibrated)
+    deny += [";".join(names) for names in _op_outputs(it)
              if len(names) > 1 and groups[names[0]] in keep_float]
     missing = set(keep_float) - {groups[n] for n in deny if n in groups}
     if missing:

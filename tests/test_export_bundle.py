@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rdsrn.export.bundle import BUNDLES, OUT_DIR, entry_parts, qat_weights  # noqa: E402
+from rdsrn.export.bundle import BUNDLES, OUT_DIR, qat_weights  # noqa: E402
 from rdsrn.export.cli import artifact_name  # noqa: E402
 from rdsrn.export.parity import (DEFAULT_MAX_DROP, FP32_MAX_ABS_DIFF, delta_psnr,  # noqa: E402
                            onnx_runner, tflite_runner, torch_runner)
@@ -31,7 +31,7 @@ def _path(fmt: str, precision: str, model: str = "rdsrn_x4", keep: tuple[str, ..
     return OUT_DIR / artifact_name(model, fmt, precision, None, keep_float=keep)
 
 
-ALL_BUNDLED = [(m, *entry_parts(e)) for m, entries in BUNDLES.items() for e in entries]
+ALL_BUNDLED = [(m, *e) for m, entries in BUNDLES.items() for e in entries]
 
 
 def _meta(path) -> dict:
