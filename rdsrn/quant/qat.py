@@ -186,6 +186,8 @@ class QATRDSRN(nn.Module):
         self.convs = {name: mod for name, mod in model.named_modules()
                       if isinstance(mod, nn.Conv2d)}
         self.float_groups = frozenset(check_groups(float_groups))
+        # Set by the training side when the weights were equalized first (its record).
+        self.equalization: dict[str, Any] | None = None
         self.mode = "quant"
         # Analysis switches (int8_sensitivity): quantize only the weights or only the
         # activations in "quant" mode. Exporters always quantize both.

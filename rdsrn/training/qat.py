@@ -11,6 +11,11 @@ plain RDSRN weights with the learned ranges under the metadata key "qat".
 patch (`teacher`): at the start the loss is then the quantization error alone, so
 the fine-tuning moves the weights only to absorb it instead of also drifting on noisy small-batch HR
 targets (what cost the x2 float forward 0.12 dB; benchmarks/results/qat.md).
+
+`qat: {equalize: true}` first rescales the FP32 weights' feature streams channel by
+channel (cross-layer equalization, `rdsrn.quant.equalize`; the float function is
+unchanged) so that their per-tensor 8-bit grids fit every channel, and then calibrates.
+The saved weights are the equalized ones: a plain RDSRN like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rdsrn.runtimes.errors import UserError
 
 CALIB_PATCH_LR = 64  # LR side of a calibration patch, as the INT8 exporters use
 QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool,
-            "range_lr": float, "zp_lr": float, "distill": bool}
+            "range_lr": float, "zp_lr": float, "distill": bool, "equalize": bool}
 # With learn_ranges: Adam steps of the log-scales (relative range change per step) and of
 # the zero points (uint8 codes per step), before the schedule's warm-up/decay factor.
 DEFAULT_RANGE_LR = 1e-3
@@ -98,13 +103,24 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
     if cfg.precision != "fp32":
         raise UserError(f"qat: precision must be fp32, not {cfg.precision!r} (bf16 cannot "
                         "hold the 256 levels of an 8-bit grid exactly)")
+    n = section.get("calib_patches", 32)
+    device = next(model.parameters()).device
+    batches = calibration_batches(cfg.train_dirs, model.scale, CALIB_PATCH_LR, n, cfg.seed + 7)
+    batches = [b.to(device) for b in batches]
+    equalization = None
+    if section.get("equalize", False):
+        # Also on resume (the checkpoint's weights replace these): the same data and
+        # seed give the same record for the metadata.
+        from rdsrn.quant.equalize import equalize
+
+        equalization = equalize(model, batches)
+        log("qat: feature streams equalized (max channel scale "
+            + ", ".join(f"{k} {v['scale_max']}" for k, v in equalization["streams"].items())
+            + ")")
     q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True))
+    q.equalization = equalization
     if calibrate:
-        n = section.get("calib_patches", 32)
-        device = next(model.parameters()).device
-        batches = calibration_batches(cfg.train_dirs, model.scale, CALIB_PATCH_LR, n,
-                                      cfg.seed + 7)
-        seen = q.calibrate(b.to(device) for b in batches)
+        seen = q.calibrate(batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
     return q
 
@@ -148,5 +164,8 @@ def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dic
     if not isinstance(model, QATRDSRN):
         return model, meta
     meta = dict(meta)
-    meta["qat"] = qat_metadata(model, {"from": meta.get("recipe", {}).get("init_from")})
+    recipe: dict[str, Any] = {"from": meta.get("recipe", {}).get("init_from")}
+    if model.equalization is not None:
+        recipe["equalization"] = model.equalization
+    meta["qat"] = qat_metadata(model, recipe)
     return model.m, meta
