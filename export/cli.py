@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: use the activation ranges learned by quantization-aware "
                              "fine-tuning (stored in the weights' metadata) instead of "
                              "calibrated ones")
+    parser.add_argument("--equalize", action="store_true",
+                        help="int8 (calibrated, not --qat): first rescale RDSRN's feature "
+                             "streams per channel (cross-layer equalization; the float "
+                             "function is unchanged) so the per-tensor grids fit")
     parser.add_argument("--keep-float", default=None, metavar="GROUP[,GROUP]",
                         help="int8: layer groups left in float32, a mixed-precision file "
                              "named ..._int8_float-GROUPS (shallow, body, cca, fusion, "
@@ -160,6 +164,11 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--qat applies to --precision int8 only")
     if args.qat and "tflite" in formats and int8_io != "uint8":
         raise UserError("--qat: QAT ranges are uint8 grids; drop --int8-io int8")
+    if args.equalize and precision != "int8":
+        raise UserError("--equalize applies to --precision int8 only")
+    if args.equalize and args.qat:
+        raise UserError("--equalize: QAT weights carry grids for their own channel scales "
+                        "(equalize in training: qat: {equalize: true}); drop --equalize")
     if args.keep_float is not None:
         from rdsrn.quant.groups import check_groups
 
@@ -167,7 +176,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError("--keep-float applies to --precision int8 only")
         keep_float = tuple(check_groups(args.keep_float.split(",")))
     return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
-                qat=bool(args.qat), keep_float=keep_float,
+                qat=bool(args.qat), keep_float=keep_float, equalize=bool(args.equalize),
                 int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
                 input_size=input_size, calib=calib, eval_dir=eval_dir, parity_dir=parity_dir,
                 out=out)
@@ -234,6 +243,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[export] calibration: {calib.info['patches']} LR patches "
               f"{size[0]}x{size[1]} from {calib.info['images']} images in {p['calib']} "
               f"({time.perf_counter() - t:.1f} s)", flush=True)
+        if p["equalize"]:
+            calib.info["equalization"] = equalize_source(src, calib)
     results = []
     for fmt in p["formats"]:
         out = p["out"] / artifact_name(src.name, fmt, p["precision"], p["input_size"],
@@ -259,6 +270,23 @@ def _run(args: argparse.Namespace) -> int:
             report_for_export(out, log=common["log"])
     print(summary(results, time.perf_counter() - t0))
     return 0
+
+
+def equalize_source(src: Any, calib: Any) -> dict[str, Any]:
+    """Cross-layer equalization of `src.model` in place (rdsrn.quant.equalize), ranges
+    measured on the calibration patches; returns the record for the metadata."""
+    import torch
+
+    from rdsrn.models.rdsrn import RDSRN
+    from rdsrn.quant.equalize import equalize
+
+    if not isinstance(src.model, RDSRN):
+        raise UserError(f"--equalize: supports RDSRN models only, not {type(src.model).__name__}")
+    record = equalize(src.model, list(torch.from_numpy(calib.nchw()).split(8)))
+    print("[export] equalized feature streams (max channel scale "
+          + ", ".join(f"{k} {v['scale_max']}" for k, v in record["streams"].items()) + ")",
+          flush=True)
+    return record
 
 
 def summary(results: list[Any], seconds: float) -> str:

@@ -46,6 +46,8 @@ def rdsrn_export(argv, monkeypatch):
     (["--int8-io", "uint8"], "applies to --precision int8"),
     (["--model", "rdsrn_x5"], "did you mean 'rdsrn_x4'"),
     (["--model", "nowhere.safetensors"], "not found"),
+    (["--equalize"], "--equalize applies to --precision int8"),
+    (["--precision", "int8", "--calib", ".", "--qat", "--equalize"], "drop --equalize"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
@@ -120,6 +122,27 @@ def test_int8_tflite_command_on_file_source(tmp_path, monkeypatch, capsys, data_
     assert meta["weights_sha256"] == file_sha256(weights)
     assert meta["quantization"]["calibration"]["patches"] >= 4
     assert meta["io_dtype"] == "uint8" and "delta_psnr" in meta
+
+
+def test_int8_onnx_equalize(tmp_path, monkeypatch, capsys, data_dir, set5_dir, small_weights):
+    """--equalize: the calibrated INT8 file records the equalization; its FP32 parity
+    gate passed (the transform keeps the float function)."""
+    import onnx
+
+    out = tmp_path / "out"
+    rc = rdsrn_export(["--model", str(small_weights), "--format", "onnx", "--precision", "int8",
+                       "--calib", str(data_dir / "train"), "--calib-n", "4", "--equalize",
+                       "--eval-dir", str(tiny_eval_dir(set5_dir, tmp_path / "eval")),
+                       "--max-drop", "50", "--out", str(out)], monkeypatch)
+    assert rc == 0, capsys.readouterr().err
+    assert "equalized feature streams" in capsys.readouterr().out
+    import json
+
+    props = {p.key: p.value for p in onnx.load(str(out / "rdsrn_x4_int8.onnx")).metadata_props}
+    meta = json.loads(props["rdsrn"])
+    eq = meta["quantization"]["calibration"]["equalization"]
+    assert set(eq["streams"]) == {"shallow", "trunk", "fusion", "hr"}
+    assert meta["weights_sha256"] == file_sha256(small_weights)
 
 
 def test_safetensors_source(tmp_path):

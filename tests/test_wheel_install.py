@@ -253,8 +253,7 @@ def test_bundled_int8_files_pass_the_export_gate() -> None:
     (4, {"onnx"}, "rdsrn_x4_int8.onnx"), (4, {"tflite"}, "rdsrn_x4_int8.tflite"),
     (4, {"onnx", "tflite"}, "rdsrn_x4_int8.tflite"),
     (3, {"onnx"}, "rdsrn_x3_int8.onnx"), (3, {"onnx", "tflite"}, "rdsrn_x3_int8.tflite"),
-    # x2 INT8 fails the gate even after QAT: FP32 is bundled and picked
-    (2, {"onnx"}, "rdsrn_x2_fp32.onnx"), (2, {"onnx", "tflite"}, "rdsrn_x2_fp32.tflite")])
+    (2, {"onnx"}, "rdsrn_x2_int8.onnx"), (2, {"onnx", "tflite"}, "rdsrn_x2_int8.tflite")])
 def test_default_model_is_the_fastest_bundled_file(monkeypatch, scale, installed,
                                                     expected) -> None:
     import rdsrn.runtimes.bundled as bundled
