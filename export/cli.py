@@ -277,15 +277,10 @@ def equalize_source(src: Any, calib: Any) -> dict[str, Any]:
     measured on the calibration patches; returns the record for the metadata."""
     import torch
 
-    from rdsrn.models.rdsrn import RDSRN
-    from rdsrn.quant.equalize import equalize
+    from rdsrn.quant.equalize import equalize, summary as equalize_summary
 
-    if not isinstance(src.model, RDSRN):
-        raise UserError(f"--equalize: supports RDSRN models only, not {type(src.model).__name__}")
     record = equalize(src.model, list(torch.from_numpy(calib.nchw()).split(8)))
-    print("[export] equalized feature streams (max channel scale "
-          + ", ".join(f"{k} {v['scale_max']}" for k, v in record["streams"].items()) + ")",
-          flush=True)
+    print(f"[export] {equalize_summary(record)}", flush=True)
     return record
 
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from rdsrn.models.rdsrn import RDSRN
+from rdsrn.runtimes.errors import UserError
 
 STREAMS = ("shallow", "trunk", "fusion", "hr")
 # Over a stream's points, a channel's relative range is taken at this quantile, not the
@@ -159,7 +160,7 @@ def equalize(model: RDSRN, batches: list[torch.Tensor], streams: Iterable[str] =
     training patches, NCHW float in [0, 1]). Returns the record for the weights'
     metadata (per stream: how far the scales spread)."""
     if not isinstance(model, RDSRN):
-        raise TypeError(f"equalization supports RDSRN models only, got {type(model).__name__}")
+        raise UserError(f"equalization supports RDSRN models only, not {type(model).__name__}")
     streams = list(streams)
     points = {st: stream_points(st, model.recursions) for st in streams}
     # Rescaling one stream leaves every other stream's values as they are: one pass.
@@ -173,3 +174,9 @@ def equalize(model: RDSRN, batches: list[torch.Tensor], streams: Iterable[str] =
                                      "scale_median": round(float(s.median()), 3),
                                      "scale_max": round(float(s.max()), 3)}
     return record
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One log line for an `equalize` record."""
+    return "equalized feature streams (max channel scale " + ", ".join(
+        f"{k} {v['scale_max']}" for k, v in record["streams"].items()) + ")"

@@ -103,22 +103,21 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
     if cfg.precision != "fp32":
         raise UserError(f"qat: precision must be fp32, not {cfg.precision!r} (bf16 cannot "
                         "hold the 256 levels of an 8-bit grid exactly)")
-    n = section.get("calib_patches", 32)
-    device = next(model.parameters()).device
-    batches = calibration_batches(cfg.train_dirs, model.scale, CALIB_PATCH_LR, n, cfg.seed + 7)
-    batches = [b.to(device) for b in batches]
-    equalization = None
-    if section.get("equalize", False):
+    equalize = section.get("equalize", False)
+    batches: list[torch.Tensor] = []
+    if calibrate or equalize:  # a plain resume loads its ranges from the checkpoint
+        device = next(model.parameters()).device
+        batches = [b.to(device) for b in calibration_batches(
+            cfg.train_dirs, model.scale, CALIB_PATCH_LR, section.get("calib_patches", 32),
+            cfg.seed + 7)]
+    q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True))
+    if equalize:
         # Also on resume (the checkpoint's weights replace these): the same data and
         # seed give the same record for the metadata.
-        from rdsrn.quant.equalize import equalize
+        from rdsrn.quant.equalize import equalize as equalize_model, summary
 
-        equalization = equalize(model, batches)
-        log("qat: feature streams equalized (max channel scale "
-            + ", ".join(f"{k} {v['scale_max']}" for k, v in equalization["streams"].items())
-            + ")")
-    q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True))
-    q.equalization = equalization
+        q.equalization = equalize_model(model, batches)
+        log(f"qat: {summary(q.equalization)}")
     if calibrate:
         seen = q.calibrate(batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
