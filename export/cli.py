@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: layer groups left in float32, a mixed-precision file "
                              "named ..._int8_float-GROUPS (shallow, body, cca, fusion, "
                              "upsample, hfrrb, recon)")
+    parser.add_argument("--a16-streams", action="store_true",
+                        help="onnx int8 with --qat: 16-bit activations (uint16 over the "
+                             "learned ranges) on the four streams that carry the image, "
+                             "8-bit elsewhere (W8A16 there; for NPUs that run 16-bit "
+                             "activations). File named ..._int8_a16-streams.onnx")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                         help="development only: export a registry model with seeded random "
                              "weights when no shipped weights exist")
@@ -169,6 +174,13 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.equalize and args.qat:
         raise UserError("--equalize: QAT weights carry grids for their own channel scales "
                         "(equalize in training: qat: {equalize: true}); drop --equalize")
+    a16 = bool(getattr(args, "a16_streams", False))
+    if a16 and (precision != "int8" or not args.qat):
+        raise UserError("--a16-streams widens the grids QAT learned: it needs --precision "
+                        "int8 and --qat")
+    if a16 and "tflite" in formats:
+        raise UserError("--a16-streams: ONNX only (TFLite has no mixed 8/16-bit "
+                        "activations; its 16x8 mode is whole-model); use --format onnx")
     if args.keep_float is not None:
         from rdsrn.quant.groups import check_groups
 
@@ -177,15 +189,17 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         keep_float = tuple(check_groups(args.keep_float.split(",")))
     return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
                 qat=bool(args.qat), keep_float=keep_float, equalize=bool(args.equalize),
+                a16_streams=a16,
                 int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
                 input_size=input_size, calib=calib, eval_dir=eval_dir, parity_dir=parity_dir,
                 out=out)
 
 
 def artifact_name(name: str, fmt: str, precision: str, input_size: tuple[int, int] | None,
-                  int8_io: str = "uint8", keep_float: tuple[str, ...] = ()) -> str:
-    """File name: <model>_<precision>[_<H>x<W>][_int8io][_float-<groups>]<suffix>; a
-    mixed-precision file never takes the name of the all-INT8 one."""
+                  int8_io: str = "uint8", keep_float: tuple[str, ...] = (),
+                  a16_streams: bool = False) -> str:
+    """File name: <model>_<precision>[_<H>x<W>][_int8io][_float-<groups>][_a16-streams]
+    <suffix>; a mixed-precision file never takes the name of the all-INT8 one."""
     stem = f"{name}_{precision}"
     if input_size is not None:
         stem += f"_{input_size[0]}x{input_size[1]}"
@@ -193,6 +207,8 @@ def artifact_name(name: str, fmt: str, precision: str, input_size: tuple[int, in
         stem += "_int8io"
     if keep_float:
         stem += "_float-" + "-".join(keep_float)
+    if a16_streams:
+        stem += "_a16-streams"
     return stem + FORMATS[fmt].suffix
 
 
@@ -248,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
     results = []
     for fmt in p["formats"]:
         out = p["out"] / artifact_name(src.name, fmt, p["precision"], p["input_size"],
-                                       p["int8_io"], p["keep_float"])
+                                       p["int8_io"], p["keep_float"], p["a16_streams"])
         if src.weights_file and out.resolve() == Path(src.weights_file).resolve():
             raise UserError(f"{out}: would overwrite the input weights")
         common = dict(calib=calib, input_size=p["input_size"], parity_inputs=inputs,
@@ -259,7 +275,8 @@ def _run(args: argparse.Namespace) -> int:
 
             results.append(export_onnx(src, out, p["precision"], act_type=p["int8_act"],
                                        calib_method=p["calib_method"], qat=p["qat"],
-                                       keep_float=p["keep_float"], **common))
+                                       keep_float=p["keep_float"],
+                                       a16_streams=p["a16_streams"], **common))
         else:
             from .tflite_export import export_tflite
 

@@ -277,7 +277,7 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
                 max_drop: float = DEFAULT_MAX_DROP, act_type: str = "uint8",
                 calib_method: str = "minmax", exclude_cca: bool = False,
                 qat: bool = False, keep_float: tuple[str, ...] = (),
-                log: Any = print) -> ExportResult:
+                a16_streams: bool = False, log: Any = print) -> ExportResult:
     """Export `src` to one .onnx file at `out_path`, gated by parity (see parity.py).
 
     fp32: torch -> ONNX -> onnxsim; gate max |diff| vs torch <= 1e-4 on `parity_inputs`
@@ -285,7 +285,9 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
     `calib`, ΔPSNR on `eval_dir` (Set5) vs the FP32 torch model gated by `max_drop`.
     `qat`: the activation grids are the ones the weights' QAT learned (their "qat"
     metadata) instead of calibrated ones, and the file is also compared with the
-    fake-quant PyTorch model; `keep_float`: layer groups left in float.
+    fake-quant PyTorch model; `keep_float`: layer groups left in float; `a16_streams`
+    (with `qat`): the tensors of the four image-carrying streams on uint16 grids over
+    their learned ranges (W8A16 there, uint8 elsewhere).
     The file is written only after its gate passed.
     """
     out_path = Path(out_path)
@@ -297,6 +299,12 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
 
         qat_model = qat_model_of(src)
         keep_float = tuple(sorted(set(keep_float) | set(qat_model.float_groups)))
+        if a16_streams:
+            from rdsrn.quant.qat import stream_point_names
+
+            qat_model.wide = frozenset(stream_point_names(qat_model.recursions))
+    elif a16_streams:
+        raise ValueError("a16_streams needs qat=True and precision int8")
     steps = StepLog(f"onnx {precision}", log)
     model = src.model
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -336,8 +344,16 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
 
             with steps.step("QAT: learned activation grids into the QDQ graph") as s:
                 applied = apply_onnx_ranges(proto, fp32_proto, qat_model, parity_inputs[0])
-                s["note"] = f"{applied['tensors']} tensors, int32 biases requantized"
+                s["note"] = (f"{applied['tensors']} tensors"
+                             + (f" ({applied['wide']} uint16)" if applied["wide"] else "")
+                             + ", int32 biases requantized")
             quant["ranges"] = "learned by quantization-aware fine-tuning (QAT)"
+            if applied["wide"]:
+                quant["activations"] = (
+                    f"uint8 asymmetric per tensor; uint16 (com.microsoft Q/DQ) on the "
+                    f"{applied['wide']} tensors of the image-carrying streams, over their "
+                    "learned 8-bit ranges")
+                quant["a16_streams"] = True
         run = onnx_runner(proto.SerializeToString())
         if qat_model is not None:
             from .qat_ranges import gate_fakequant

@@ -91,7 +91,10 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
 
     `fp32`: the FP32 graph `qdq` was quantized from; `qat`: the QATRDSRN with the learned
     ranges; `sample`: one real LR crop, float32 NHWC [1, h, w, 3] in [0, 1] (h, w >= 8).
-    Returns {"tensors": how many grids were set (all), "max_match_error": float}.
+    The tensors of the points in `qat.wide` get uint16 grids over the same range
+    (com.microsoft QuantizeLinear / DequantizeLinear: opset 17 has no 16-bit ones).
+    Returns {"tensors": how many grids were set (all), "wide": how many of them are
+    uint16, "max_match_error": float}.
     """
     from onnx import numpy_helper
 
@@ -121,6 +124,7 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
     onnx_vals = _onnx_values(fp32, sorted({q.input[0] for q in direct} | set(copies.values())), x)
     point_vals = point_values(qat, x)
     grid: dict[str, tuple[float, int]] = {}
+    wide: set[str] = set()  # tensors on uint16 grids
     worst = 0.0
     for t in [q.input[0] for q in direct] + sorted(copies):
         v = onnx_vals[copies.get(t, t)]
@@ -137,6 +141,8 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         worst = max(worst, err)
         r = ranges[best]
         grid[t] = (float(r["scale"]), int(r["zero_point"]))
+        if best in qat.wide:
+            wide.add(t)
     # Split / DepthToSpace outputs: their input's grid (what onnxruntime requires to
     # run them on int8 data).
     for q in acts:
@@ -149,6 +155,8 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
             src = prod[src].input[0]
         if p.op_type in ("Split", "DepthToSpace") and src in grid:
             grid[t] = grid[src]
+            if src in wide:
+                wide.add(t)
     for t in fixed:  # graph input, the clamped output: the 8-bit pixel grid
         grid[t] = (1.0 / 255.0, 0)
     n_set = 0
@@ -161,11 +169,28 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         zdtype = numpy_helper.to_array(zp).dtype
         if zdtype != np.uint8:
             raise UserError("QAT ranges are uint8 grids: export with --int8-act uint8")
+        if t in wide:
+            from rdsrn.quant.qat import widen
+
+            (s, z), zdtype = widen(s, z), np.dtype(np.uint16)
+            _to_contrib(qdq, q)
         sc.CopyFrom(numpy_helper.from_array(np.array(s, np.float32), sc.name))
         zp.CopyFrom(numpy_helper.from_array(np.array(z, zdtype), zp.name))
         n_set += 1
     _requantize_biases(qdq, inits, prod)
-    return {"tensors": n_set, "max_match_error": float(f"{worst:.3g}")}
+    return {"tensors": n_set, "wide": len(wide), "max_match_error": float(f"{worst:.3g}")}
+
+
+def _to_contrib(qdq: Any, q: Any) -> None:
+    """Move QuantizeLinear `q` and the DequantizeLinear nodes reading it (they share its
+    scale / zero point) to the com.microsoft domain, whose Q/DQ take uint16."""
+    import onnx
+
+    for n in [q] + [n for n in qdq.graph.node
+                    if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]]:
+        n.domain = "com.microsoft"
+    if not any(o.domain == "com.microsoft" for o in qdq.opset_import):
+        qdq.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
 
 def _requantize_biases(qdq: Any, inits: dict[str, Any], prod: dict[str, Any]) -> None:

@@ -89,6 +89,55 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     assert abs(p_after - p_fq) < 1.5 and p_before - p_after > 3
 
 
+def test_widen_keeps_the_range() -> None:
+    from rdsrn.quant.qat import widen
+
+    s, z = 0.02, 77
+    s16, z16 = widen(s, z)
+    assert z16 == 77 * 257 and math.isclose(-z16 * s16, -z * s)
+    assert math.isclose((65535 - z16) * s16, (255 - z) * s)
+
+
+def test_a16_streams_onnx_file(data_dir: Path) -> None:
+    """--a16-streams: the stream points' tensors get uint16 Q/DQ (com.microsoft, same
+    range), every other activation stays uint8, and the file computes what the wide
+    fake-quant model does: much closer to float than the all-8-bit file."""
+    from onnx import numpy_helper
+
+    from rdsrn.export.onnx_export import build_fp32, quantize_int8
+    from rdsrn.export.parity import compare, onnx_runner, torch_runner
+    from rdsrn.export.qat_ranges import apply_onnx_ranges
+    from rdsrn.quant.qat import stream_point_names
+
+    src = small_source()
+    q, calib = _calibrated(src.model, data_dir)
+    fp32 = build_fp32(src.model)
+    crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
+    narrow, _ = quantize_int8(fp32, calib)
+    apply_onnx_ranges(narrow, fp32, q, crops[0])
+    wide_q = QATRDSRN(src.model).eval()
+    wide_q.load_ranges(q.ranges())
+    wide_q.wide = frozenset(stream_point_names(SMALL["recursions"]))
+    qdq, _ = quantize_int8(fp32, calib)
+    info = apply_onnx_ranges(qdq, fp32, wide_q, crops[0])
+    # every stream point, plus DepthToSpace's output (it keeps upconv's grid)
+    assert info["wide"] == len(wide_q.wide) + 1
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    qs = [n for n in qdq.graph.node  # activation Q/DQ (weights are stored quantized)
+          if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in inits]
+    u16 = [n for n in qs if inits[n.input[2]].dtype == np.uint16]
+    assert {n.domain for n in u16} == {"com.microsoft"}
+    assert len([n for n in u16 if n.op_type == "QuantizeLinear"]) == info["wide"]
+    assert all(n.domain == "" for n in qs if inits[n.input[2]].dtype == np.uint8)
+    ref = torch_runner(src.model)
+    run = onnx_runner(qdq.SerializeToString())
+    p_wide, p_narrow, p_fq = (compare(r, ref, crops)["psnr_vs_torch"]
+                              for r in (run, onnx_runner(narrow.SerializeToString()),
+                                        torch_runner(wide_q)))
+    assert abs(p_wide - p_fq) < 1.5 and p_wide - p_narrow > 3
+    assert compare(run, torch_runner(wide_q), crops)["psnr_vs_torch"] > 40
+
+
 def test_metadata_round_trip_and_fp32_only_weights(data_dir: Path, tmp_path: Path) -> None:
     from rdsrn.training.qat import weights_view
     from rdsrn.weights import load_state, save_weights

@@ -56,6 +56,7 @@ _BLOCKS = ("dwcb1", "dwcb2")
 _UNITS = ("unit1", "unit2")
 # The bare (unfolded) output range: scale 1/255, zero point 0.
 PIXEL_SCALE = 1.0 / 255.0
+WIDE_FACTOR = 257  # 65535 / 255: a uint16 grid over a uint8 grid's range
 CCA_EPS = 1e-8  # must equal CCALayer.contrast's
 
 
@@ -83,6 +84,21 @@ def tied_points(recursions: int) -> list[list[str]]:
               for k in range(recursions) for blk in _BLOCKS for unit in _UNITS]
     groups.append([f"r{k}.add" for k in range(recursions)] + ["cat"])
     return groups
+
+
+def stream_point_names(recursions: int) -> list[str]:
+    """The points on the four streams that carry the image (shallow, LR trunk, fusion,
+    HR; rdsrn.quant.equalize.stream_points): after QAT they hold all of the remaining
+    INT8 loss (benchmarks/results/int8_noise_x2_qat.md), so `wide` gives them 16 bits."""
+    from .equalize import STREAMS, stream_points
+
+    return [p for st in STREAMS for p in stream_points(st, recursions)]
+
+
+def widen(scale: float, zero_point: int) -> tuple[float, int]:
+    """The uint16 grid (scale, zero point) spanning exactly the range of a uint8 grid:
+    65535 steps instead of 255, so scale / 257 and zero point x 257."""
+    return scale / WIDE_FACTOR, int(zero_point) * WIDE_FACTOR
 
 
 def is_tflite_only(name: str) -> bool:
@@ -188,6 +204,9 @@ class QATRDSRN(nn.Module):
         self.float_groups = frozenset(check_groups(float_groups))
         # Set by the training side when the weights were equalized first (its record).
         self.equalization: dict[str, Any] | None = None
+        # Points quantized on 16-bit grids over their 8-bit range (W8A16 on the streams,
+        # `rdsrn export --a16-streams`); empty: every point 8-bit, as trained.
+        self.wide: frozenset[str] = frozenset()
         self.mode = "quant"
         # Analysis switches (int8_sensitivity): quantize only the weights or only the
         # activations in "quant" mode. Exporters always quantize both.
@@ -239,6 +258,9 @@ class QATRDSRN(nn.Module):
             return torch.fake_quantize_per_tensor_affine(x.float(), *SIGMOID_GRID, 0, 255)
         scale = self.act_log_scale[i:i + 1].exp()
         zp = self.act_zp[i:i + 1].clamp(0.0, 255.0)
+        if name in self.wide:
+            s16, z16 = widen(float(scale), int(round(float(zp))))
+            return torch.fake_quantize_per_tensor_affine(x.float(), s16, z16, 0, 65535)
         if not self.learn_ranges:
             return torch.fake_quantize_per_tensor_affine(
                 x.float(), scale.detach(), zp.detach().round().int(), 0, 255)
