@@ -7,8 +7,9 @@ Default (fast, PyTorch): the fake-quant model (rdsrn.quant.qat.QATRDSRN, the sam
 quantization points and grids as the ONNX QDQ file) with min/max ranges calibrated on
 the exporter's calibration set (100 LR patches 64x64 of ../shared/data/train), evaluated
 (Y-PSNR, standard protocol) with every group quantized, with only the weights or only the
-activations quantized (PyTorch only), with one group quantized alone and with one group
-kept float. `--onnx`: the same table from real onnxruntime INT8 files
+activations quantized (PyTorch only), with the stream points on 16-bit grids (as
+`rdsrn export --a16-streams` writes them), with one group quantized alone and with one
+group kept float. `--onnx`: the same table from real onnxruntime INT8 files
 (`quantize_int8(keep_float=...)`), slower. Weights with QAT ranges (`--qat`) are run
 with their learned grids instead of calibrated ones. Writes only the report (+ .json).
 """
@@ -32,11 +33,17 @@ SPLITS = {"weights INT8, activations float": (True, False),
           "activations INT8, weights float": (False, True)}
 
 
+# The stream points on 16-bit grids over their 8-bit ranges, the rest INT8
+# (`rdsrn export --a16-streams`; QATRDSRN.wide).
+WIDE = "streams 16-bit, rest INT8"
+
+
 def _variants() -> list[tuple[str, tuple[str, ...]]]:
-    """(label, groups kept float): all INT8, weights / activations alone, each group
-    alone, each group kept float."""
+    """(label, groups kept float): all INT8, weights / activations alone, the streams
+    16-bit, each group alone, each group kept float."""
     out: list[tuple[str, tuple[str, ...]]] = [("all INT8", ())]
     out += [(label, ()) for label in SPLITS]
+    out.append((WIDE, ()))
     for g in GROUPS:
         out.append((f"only {g} INT8", tuple(x for x in GROUPS if x != g)))
     for g in GROUPS:
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from rdsrn.evaluate import evaluate_dataset
-    from rdsrn.quant.qat import QATRDSRN, qat_from_metadata
+    from rdsrn.quant.qat import QATRDSRN, qat_from_metadata, stream_point_names
 
     from .calibration import make_calibration_set
     from .parity import _upscale_fn, onnx_runner, torch_runner
@@ -95,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         if (wanted and label not in wanted) or (args.onnx and label in SPLITS):
             continue
         t = time.perf_counter()
+        model = QATRDSRN(src.model, keep).eval()
+        model.load_state_dict(base.state_dict())
+        model.quant_weights, model.quant_acts = SPLITS.get(label, (True, True))
+        if label == WIDE:
+            model.wide = frozenset(stream_point_names(model.recursions))
         if args.onnx:
             from .onnx_export import quantize_int8
             from .qat_ranges import apply_onnx_ranges
 
             q, _ = quantize_int8(fp32_onnx, calib, keep_float=keep)
-            if args.qat:
-                apply_onnx_ranges(q, fp32_onnx, base, calib.patches[:1])
+            if args.qat or label == WIDE:  # the wide grids are the 8-bit ones, widened
+                apply_onnx_ranges(q, fp32_onnx, model, calib.patches[:1])
             run = onnx_runner(q.SerializeToString(), threads=args.threads)
         else:
-            model = QATRDSRN(src.model, keep).eval()
-            model.load_state_dict(base.state_dict())
-            model.quant_weights, model.quant_acts = SPLITS.get(label, (True, True))
             run = torch_runner(model)
         res = psnr_of(run)
         row = {"variant": label, "float": list(keep),

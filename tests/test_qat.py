@@ -394,11 +394,12 @@ def test_weights_only_and_activations_only_switches(data_dir: Path, tmp_path: Pa
     assert (neither - ref).abs().max() <= 0.5 / 255 + 1e-6
 
     out = tmp_path / "sens.md"
-    labels = ";".join(int8_sensitivity.SPLITS)
+    labels = ";".join([*int8_sensitivity.SPLITS, int8_sensitivity.WIDE])
     assert int8_sensitivity.main(["--model", "rdsrn_x4", "--datasets", "Set5", "--calib-n", "2",
                                   "--threads", "1", "--only", f"all INT8;{labels}",
                                   "--out", str(out)]) == 0
     rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
-    assert set(rows) == {"all INT8", *int8_sensitivity.SPLITS}
+    assert set(rows) == {"all INT8", *int8_sensitivity.SPLITS, int8_sensitivity.WIDE}
     assert all(r["Set5_delta"] < 0 for r in rows.values())
     assert rows["all INT8"]["Set5_delta"] < rows["weights INT8, activations float"]["Set5_delta"]
+    assert rows["all INT8"]["Set5_delta"] < rows[int8_sensitivity.WIDE]["Set5_delta"]
