@@ -138,6 +138,32 @@ def test_a16_streams_onnx_file(data_dir: Path) -> None:
     assert compare(run, torch_runner(wide_q), crops)["psnr_vs_torch"] > 40
 
 
+def test_export_onnx_a16_streams_file(data_dir: Path, set5_dir: Path, tmp_path: Path) -> None:
+    """export_onnx(qat=True, a16_streams=True) writes a gated file whose metadata says
+    which tensors are 16-bit; without QAT ranges it is refused."""
+    from rdsrn.export.cli import artifact_name
+    from rdsrn.export.onnx_export import export_onnx
+    from rdsrn.quant.qat import qat_metadata
+    from export_fixtures import tiny_eval_dir
+
+    src = small_source()
+    q, calib = _calibrated(src.model, data_dir)
+    src.qat = qat_metadata(q)
+    name = artifact_name("m", "onnx", "int8", None, a16_streams=True)
+    assert name == "m_int8_a16-streams.onnx"
+    common = dict(calib=calib, parity_inputs=crop_inputs(data_dir, [(24, 24)]),
+                  eval_dir=tiny_eval_dir(set5_dir, tmp_path / "eval"), max_drop=5.0,
+                  log=lambda s: None)
+    res = export_onnx(src, tmp_path / name, "int8", qat=True, a16_streams=True, **common)
+    quant = res.metadata["quantization"]
+    assert res.path.is_file() and quant["a16_streams"] is True
+    assert "uint16" in quant["activations"]
+    assert quant["parity_fakequant"]["psnr_vs_torch"] > 40
+    with pytest.raises(ValueError, match="a16_streams"):
+        export_onnx(src, tmp_path / "x.onnx", "int8", a16_streams=True, **common)
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_metadata_round_trip_and_fp32_only_weights(data_dir: Path, tmp_path: Path) -> None:
     from rdsrn.training.qat import weights_view
     from rdsrn.weights import load_state, save_weights
