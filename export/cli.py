@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "named ..._int8_float-GROUPS (shallow, body, cca, fusion, "
                              "upsample, hfrrb, recon)")
     parser.add_argument("--a16-streams", action="store_true",
-                        help="onnx int8 with --qat: 16-bit activations (uint16 over the "
-                             "learned ranges) on the four streams that carry the image, "
-                             "8-bit elsewhere (W8A16 there; for NPUs that run 16-bit "
+                        help="onnx int8: 16-bit activations (uint16 over the QAT-learned "
+                             "or min/max 8-bit ranges) on the four streams that carry the "
+                             "image, 8-bit elsewhere (W8A16 there; for NPUs that run 16-bit "
                              "activations). File named ..._int8_a16-streams.onnx")
     parser.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                         help="development only: export a registry model with seeded random "
@@ -175,9 +175,13 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--equalize: QAT weights carry grids for their own channel scales "
                         "(equalize in training: qat: {equalize: true}); drop --equalize")
     a16 = bool(getattr(args, "a16_streams", False))
-    if a16 and (precision != "int8" or not args.qat):
-        raise UserError("--a16-streams widens the grids QAT learned: it needs --precision "
-                        "int8 and --qat")
+    if a16 and precision != "int8":
+        raise UserError("--a16-streams applies to --precision int8 only")
+    if a16 and not args.qat and calib_method != "minmax":
+        raise UserError("--a16-streams without --qat widens min/max grids; drop "
+                        "--calib-method")
+    if a16 and int8_act != "uint8":
+        raise UserError("--a16-streams widens uint8 grids; drop --int8-act int8")
     if a16 and "tflite" in formats:
         raise UserError("--a16-streams: ONNX only (TFLite has no mixed 8/16-bit "
                         "activations; its 16x8 mode is whole-model); use --format onnx")

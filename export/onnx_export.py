@@ -271,6 +271,20 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
     return q, info
 
 
+def _calibrated_grids(model: Any, calib: CalibrationSet, keep_float: tuple[str, ...]) -> Any:
+    """The fake-quant model of FP32 `model` with min/max grids over `calib` (what
+    onnxruntime's MinMax calibrator computes) and the stream points widened to 16 bits:
+    the grids of a PTQ `--a16-streams` file."""
+    import torch
+
+    from rdsrn.quant.qat import QATRDSRN, stream_point_names
+
+    q = QATRDSRN(model, keep_float, learn_ranges=False).eval()
+    q.calibrate(torch.from_numpy(calib.nchw()).split(10))
+    q.wide = frozenset(stream_point_names(q.recursions))
+    return q
+
+
 def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32", *,
                 calib: CalibrationSet | None = None, input_size: tuple[int, int] | None = None,
                 parity_inputs: list[np.ndarray], eval_dir: str | Path | None = None,
@@ -285,9 +299,10 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
     `calib`, ΔPSNR on `eval_dir` (Set5) vs the FP32 torch model gated by `max_drop`.
     `qat`: the activation grids are the ones the weights' QAT learned (their "qat"
     metadata) instead of calibrated ones, and the file is also compared with the
-    fake-quant PyTorch model; `keep_float`: layer groups left in float; `a16_streams`
-    (with `qat`): the tensors of the four image-carrying streams on uint16 grids over
-    their learned ranges (W8A16 there, uint8 elsewhere).
+    fake-quant PyTorch model; `keep_float`: layer groups left in float; `a16_streams`:
+    the tensors of the four image-carrying streams on uint16 grids over their 8-bit
+    ranges (QAT-learned with `qat`, else min/max over `calib`): W8A16 there, uint8
+    elsewhere; the file is also compared with that fake-quant model.
     The file is written only after its gate passed.
     """
     out_path = Path(out_path)
@@ -304,7 +319,9 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
 
             qat_model.wide = frozenset(stream_point_names(qat_model.recursions))
     elif a16_streams:
-        raise ValueError("a16_streams needs qat=True and precision int8")
+        if precision != "int8" or calib is None:
+            raise ValueError("a16_streams needs precision int8 and calibration data")
+        qat_model = _calibrated_grids(src.model, calib, keep_float)
     steps = StepLog(f"onnx {precision}", log)
     model = src.model
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -342,20 +359,23 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
         if qat_model is not None:
             from .qat_ranges import apply_onnx_ranges
 
-            with steps.step("QAT: learned activation grids into the QDQ graph") as s:
+            what = "QAT: learned" if qat else "min/max (PyTorch observer)"
+            with steps.step(f"{what} activation grids into the QDQ graph") as s:
                 applied = apply_onnx_ranges(proto, fp32_proto, qat_model, parity_inputs[0])
                 s["note"] = (f"{applied['tensors']} tensors"
                              + (f" ({applied['wide']} uint16)" if applied["wide"] else "")
                              + ", int32 biases requantized")
-            quant["ranges"] = "learned by quantization-aware fine-tuning (QAT)"
+            quant["ranges"] = ("learned by quantization-aware fine-tuning (QAT)" if qat else
+                               "min/max over the calibration patches (rdsrn.quant.qat "
+                               "observer)")
             if applied["wide"]:
                 quant["activations"] = (
                     f"uint8 asymmetric per tensor; uint16 (com.microsoft Q/DQ) on the "
                     f"{applied['wide']} tensors of the image-carrying streams, over their "
-                    "learned 8-bit ranges")
+                    "8-bit ranges")
                 quant["a16_streams"] = True
         run = onnx_runner(proto.SerializeToString())
-        if qat_model is not None:
+        if qat_model is not None:  # QAT or widened grids: the file is that fake-quant model
             from .qat_ranges import gate_fakequant
 
             quant["parity_fakequant"] = gate_fakequant(steps, run, qat_model, parity_inputs,

@@ -231,11 +231,11 @@ def gate_fakequant(steps: Any, run: Any, qat_model: Any, inputs: list[np.ndarray
     from .common import GateError
     from .parity import compare, torch_runner
 
-    with steps.step("parity vs the fake-quant (QAT) PyTorch model") as s:
+    with steps.step("parity vs the fake-quant PyTorch model (same grids)") as s:
         parity = compare(run, torch_runner(qat_model), inputs)
         s["note"] = f"PSNR vs fake-quant {parity['psnr_vs_torch']} dB"
     psnr = parity["psnr_vs_torch"]
     if psnr is not None and psnr < FAKEQUANT_MIN_PSNR:
-        raise GateError(f"{what}: QAT parity gate failed: PSNR vs the fake-quant model "
+        raise GateError(f"{what}: fake-quant parity gate failed: PSNR vs the fake-quant model "
                         f"{psnr:.2f} dB < {FAKEQUANT_MIN_PSNR:g} dB; no file written")
     return parity

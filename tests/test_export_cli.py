@@ -48,7 +48,11 @@ def rdsrn_export(argv, monkeypatch):
     (["--model", "nowhere.safetensors"], "not found"),
     (["--equalize"], "--equalize applies to --precision int8"),
     (["--precision", "int8", "--calib", ".", "--qat", "--equalize"], "drop --equalize"),
-    (["--precision", "int8", "--calib", ".", "--a16-streams"], "needs --precision int8 and --qat"),
+    (["--a16-streams"], "--a16-streams applies to --precision int8"),
+    (["--format", "onnx", "--precision", "int8", "--calib", ".", "--a16-streams",
+      "--calib-method", "entropy"], "drop --calib-method"),
+    (["--format", "onnx", "--precision", "int8", "--calib", ".", "--a16-streams",
+      "--int8-act", "int8"], "drop --int8-act int8"),
     (["--precision", "int8", "--calib", ".", "--qat", "--a16-streams"], "ONNX only"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):

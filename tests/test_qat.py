@@ -139,8 +139,8 @@ def test_a16_streams_onnx_file(data_dir: Path) -> None:
 
 
 def test_export_onnx_a16_streams_file(data_dir: Path, set5_dir: Path, tmp_path: Path) -> None:
-    """export_onnx(qat=True, a16_streams=True) writes a gated file whose metadata says
-    which tensors are 16-bit; without QAT ranges it is refused."""
+    """export_onnx(a16_streams=True) writes a gated file whose metadata says which tensors
+    are 16-bit: over the QAT grids, or over min/max grids for FP32-only weights."""
     from rdsrn.export.cli import artifact_name
     from rdsrn.export.onnx_export import export_onnx
     from rdsrn.quant.qat import qat_metadata
@@ -159,8 +159,15 @@ def test_export_onnx_a16_streams_file(data_dir: Path, set5_dir: Path, tmp_path: 
     assert res.path.is_file() and quant["a16_streams"] is True
     assert "uint16" in quant["activations"]
     assert quant["parity_fakequant"]["psnr_vs_torch"] > 40
+    # FP32-only weights: min/max grids, widened the same way
+    src.qat = None
+    ptq = export_onnx(src, tmp_path / "ptq.onnx", "int8", a16_streams=True, **common)
+    assert ptq.metadata["quantization"]["a16_streams"] is True
+    assert "min/max" in ptq.metadata["quantization"]["ranges"]
+    assert ptq.metadata["quantization"]["parity_fakequant"]["psnr_vs_torch"] > 40
     with pytest.raises(ValueError, match="a16_streams"):
-        export_onnx(src, tmp_path / "x.onnx", "int8", a16_streams=True, **common)
+        export_onnx(src, tmp_path / "x.onnx", "fp32", a16_streams=True,
+                    **{**common, "calib": None})
     assert not (tmp_path / "x.onnx").exists()
 
 
