@@ -174,7 +174,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.equalize and args.qat:
         raise UserError("--equalize: QAT weights carry grids for their own channel scales "
                         "(equalize in training: qat: {equalize: true}); drop --equalize")
-    a16 = bool(getattr(args, "a16_streams", False))
+    a16 = bool(args.a16_streams)
     if a16 and precision != "int8":
         raise UserError("--a16-streams applies to --precision int8 only")
     if a16 and not args.qat and calib_method != "minmax":

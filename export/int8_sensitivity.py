@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from rdsrn.evaluate import evaluate_dataset
-    from rdsrn.quant.qat import QATRDSRN, qat_from_metadata, stream_point_names
+    from rdsrn.quant.qat import QATRDSRN, qat_from_metadata
 
     from .calibration import make_calibration_set
     from .parity import _upscale_fn, onnx_runner, torch_runner
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(base.state_dict())
         model.quant_weights, model.quant_acts = SPLITS.get(label, (True, True))
         if label == WIDE:
-            model.wide = frozenset(stream_point_names(model.recursions))
+            model.widen_streams()
         if args.onnx:
             from .onnx_export import quantize_int8
             from .qat_ranges import apply_onnx_ranges

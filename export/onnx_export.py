@@ -277,11 +277,11 @@ def _calibrated_grids(model: Any, calib: CalibrationSet, keep_float: tuple[str, 
     the grids of a PTQ `--a16-streams` file."""
     import torch
 
-    from rdsrn.quant.qat import QATRDSRN, stream_point_names
+    from rdsrn.quant.qat import QATRDSRN
 
     q = QATRDSRN(model, keep_float, learn_ranges=False).eval()
     q.calibrate(torch.from_numpy(calib.nchw()).split(10))
-    q.wide = frozenset(stream_point_names(q.recursions))
+    q.widen_streams()
     return q
 
 
@@ -315,9 +315,7 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
         qat_model = qat_model_of(src)
         keep_float = tuple(sorted(set(keep_float) | set(qat_model.float_groups)))
         if a16_streams:
-            from rdsrn.quant.qat import stream_point_names
-
-            qat_model.wide = frozenset(stream_point_names(qat_model.recursions))
+            qat_model.widen_streams()
     elif a16_streams:
         if precision != "int8" or calib is None:
             raise ValueError("a16_streams needs precision int8 and calibration data")

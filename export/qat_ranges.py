@@ -98,6 +98,8 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
     """
     from onnx import numpy_helper
 
+    from rdsrn.quant.qat import widen
+
     inits = {i.name: i for i in qdq.graph.initializer}
     prod = {o: n for n in qdq.graph.node for o in n.output}
     graph_in = {i.name for i in qdq.graph.input}
@@ -170,8 +172,6 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         if zdtype != np.uint8:
             raise UserError("QAT ranges are uint8 grids: export with --int8-act uint8")
         if t in wide:
-            from rdsrn.quant.qat import widen
-
             (s, z), zdtype = widen(s, z), np.dtype(np.uint16)
             _to_contrib(qdq, q)
         sc.CopyFrom(numpy_helper.from_array(np.array(s, np.float32), sc.name))

@@ -213,6 +213,11 @@ class QATRDSRN(nn.Module):
         self.quant_weights = True
         self.quant_acts = True
 
+    def widen_streams(self) -> None:
+        """Put the stream points (`stream_point_names`) on 16-bit grids over their 8-bit
+        ranges: the model an `--a16-streams` file computes."""
+        self.wide = frozenset(stream_point_names(self.recursions))
+
     def optimizer_groups(self, lr: float, range_lr: float,
                          zp_lr: float) -> list[dict[str, Any]]:
         """Adam parameter groups: the weights at `lr`, the log-scales at `range_lr`
