@@ -250,7 +250,10 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
     with tempfile.TemporaryDirectory(prefix="rdsrn-onnx-q-") as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(fp32, str(src))
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        # The anchor skip's nearest Resize gives floor(s*H) where DepthToSpace gives s*H:
+        # the symbolic shape inference must be allowed to merge the two names for one size.
+        anchor = any(n.op_type == "Resize" for n in fp32.graph.node)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False, auto_merge=anchor)
         quantize_static(str(pre), str(dst), _Reader.make(calib.nchw()),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=qtype, weight_type=QuantType.QInt8,

@@ -20,10 +20,15 @@ import numpy as np
 from rdsrn.runtimes.errors import UserError
 
 
+# Ops whose output keeps its input's grid (onnxruntime runs them on the int8 codes).
+_SAME_GRID = ("Split", "DepthToSpace", "Resize")
+
+
 def onnx_node_group(name: str) -> str:
     """Layer group of a node of the traced FP32 graph (names like "/m/rb/cca/fc1/Conv")."""
-    if name.startswith("/m/recon/") or not name.startswith("/m/"):
-        return "recon"  # the recon conv and the output clamp
+    if name.startswith("/m/recon/") or not name.startswith("/m/") or name in (
+            "/m/Resize", "/m/Add_1"):
+        return "recon"  # the recon conv, the output clamp, the anchor skip's upsample + add
     if name.startswith(("/m/shallow1/", "/m/shallow2/")) or name == "/m/LeakyRelu":
         return "shallow"
     if name.startswith("/m/rb"):
@@ -114,14 +119,14 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
                         if q.output[0] in dq_of and dq_of[q.output[0]].output[0] in graph_out}
     float_names = {o for n in fp32.graph.node for o in n.output}
     direct = [q for q in acts if q.input[0] not in fixed
-              and prod[q.input[0]].op_type not in ("Split", "DepthToSpace")]
+              and prod[q.input[0]].op_type not in _SAME_GRID]
     lost = [q.input[0] for q in direct if q.input[0] not in float_names]
     if lost:
         raise RuntimeError(f"QAT ranges: quantized tensor {lost[0]} is not in the FP32 graph")
-    # A Split / DepthToSpace whose input is float (a --keep-float group before it) is
+    # A Split / DepthToSpace / Resize whose input is float (a --keep-float group before it) is
     # quantized at its output: it takes the grid of the point its input holds.
     copies = {q.input[0]: prod[q.input[0]].input[0] for q in acts
-              if q.input[0] not in fixed and prod[q.input[0]].op_type in ("Split", "DepthToSpace")
+              if q.input[0] not in fixed and prod[q.input[0]].op_type in _SAME_GRID
               and prod[q.input[0]].input[0] in float_names}
     onnx_vals = _onnx_values(fp32, sorted({q.input[0] for q in direct} | set(copies.values())), x)
     point_vals = point_values(qat, x)
@@ -145,8 +150,10 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         grid[t] = (float(r["scale"]), int(r["zero_point"]))
         if best in qat.wide:
             wide.add(t)
-    # Split / DepthToSpace outputs: their input's grid (what onnxruntime requires to
-    # run them on int8 data).
+    for t in fixed:  # graph input, the clamped output: the 8-bit pixel grid
+        grid[t] = (1.0 / 255.0, 0)
+    # Split / DepthToSpace / Resize outputs: their input's grid (what onnxruntime
+    # requires to run them on int8 data; the anchor's Resize reads the graph input).
     for q in acts:
         t = q.input[0]
         if t in grid or t in fixed:
@@ -155,12 +162,10 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         src = p.input[0]  # the DequantizeLinear output; walk back DQ <- Q <- tensor
         while src in prod and prod[src].op_type in ("DequantizeLinear", "QuantizeLinear"):
             src = prod[src].input[0]
-        if p.op_type in ("Split", "DepthToSpace") and src in grid:
+        if p.op_type in _SAME_GRID and src in grid:
             grid[t] = grid[src]
             if src in wide:
                 wide.add(t)
-    for t in fixed:  # graph input, the clamped output: the 8-bit pixel grid
-        grid[t] = (1.0 / 255.0, 0)
     n_set = 0
     for q in acts:
         t = q.input[0]

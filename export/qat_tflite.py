@@ -30,7 +30,7 @@ import numpy as np
 # Op kind a QAT point is the output of, by the last part of its name.
 _KIND = {"conv1": "CONV_2D", "conv2": "CONV_2D", "conv3": "CONV_2D", "fuse": "CONV_2D",
          "shallow1": "CONV_2D", "shallow2": "CONV_2D", "fc1": "CONV_2D", "fc2": "CONV_2D",
-         "fusion": "CONV_2D", "lr_conv": "CONV_2D", "upconv": "CONV_2D",
+         "fusion": "CONV_2D", "lr_conv": "CONV_2D", "upconv": "CONV_2D", "recon": "CONV_2D",
          "conv0": "CONV_2D", "lrelu": "LEAKY_RELU", "lrelu0": "LEAKY_RELU",
          "lrelu1": "LEAKY_RELU", "lrelu2": "LEAKY_RELU", "lrelu3": "LEAKY_RELU",
          "cat": "CONCATENATION", "add": "ADD", "lr_add": "ADD", "var_eps": "ADD",
@@ -121,7 +121,11 @@ def apply_tflite_ranges(data: bytes, qat: Any, sample: np.ndarray,
     tensors: dict[tuple[str, tuple[int, ...]], list[int]] = {}
     for op, kind in zip(graph.operators, kinds):
         t = int(op.outputs[0])
-        if t in shapes and kind not in ("SPLIT", "DEPTH_TO_SPACE", "QUANTIZE"):
+        # Not paired: copies, and the anchor skip's CONCATENATION of s*s copies of the
+        # input (on the input's grid; no QAT point).
+        anchor_copy = kind == "CONCATENATION" and len({int(i) for i in op.inputs}) == 1
+        if t in shapes and kind not in ("SPLIT", "DEPTH_TO_SPACE", "QUANTIZE") \
+                and not anchor_copy:
             tensors.setdefault((kind, shapes[t]), []).append(t)
     by_key: dict[tuple[str, tuple[int, ...]], list[str]] = {}
     kept = [n for n in qat.points if point_group(n) in keep_float]

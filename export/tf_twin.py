@@ -12,7 +12,11 @@ size. It mirrors `rdsrn.models.rdsrn.RDSRN.forward` op for op:
 - PixelShuffle: PyTorch orders the up-sampling conv's output channels c*s*s + i*s + j
   (CRD), `tf.nn.depth_to_space` expects (i*s + j)*C + c (DCR); permuting that conv's
   output channels once makes one native DEPTH_TO_SPACE exact;
-- optional clamp of the output to [0, 1] (the exported graphs clamp; see export/parity.py).
+- optional clamp of the output to [0, 1] (the exported graphs clamp; see export/parity.py);
+- the anchor skip (RDSRN(anchor=True)): nearest upsampling written as DEPTH_TO_SPACE of
+  s*s copies of the input concatenated (DCR takes channel (i*s + j)*3 + c = c), two ops
+  that XNNPACK runs in int8 on the input's grid, where RESIZE_NEAREST_NEIGHBOR is not
+  delegated everywhere.
 
 tests/test_export_tflite.py keeps the twin and the PyTorch model from drifting apart.
 """
@@ -90,7 +94,8 @@ class TFRDSRN(tf.Module):
         self.scale = int(config["scale"])
         self.recursions = int(config["recursions"])
         self.clamp = clamp
-        self.fused_clamp = clamp and fused_clamp
+        self.anchor = bool(config.get("anchor", False))
+        self.fused_clamp = clamp and fused_clamp and not self.anchor
         channels, csr, wide = int(config["channels"]), float(config["csr"]), int(config["wide"])
         d, r = split_channels(channels, csr)
         dw, rw = split_channels(channels * wide, csr)
@@ -181,6 +186,9 @@ class TFRDSRN(tf.Module):
             if self.fused_clamp:
                 return 0.5 * tf.clip_by_value(self.recon(y), -1.0, 1.0) + 0.5
             out = self.recon(y)
+            if self.anchor:
+                s2 = self.scale * self.scale
+                out = out + tf.nn.depth_to_space(tf.concat([x] * s2, axis=-1), self.scale)
             if self.clamp:
                 out = tf.clip_by_value(out, 0.0, 1.0)
             return out

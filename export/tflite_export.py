@@ -157,10 +157,11 @@ def inspect(model_bytes: bytes) -> dict[str, Any]:
 
 
 def check_structure(info: dict[str, Any], precision: str, int8_io: str,
-                    keep_float: tuple[str, ...] = ()) -> None:
-    """Invariants of an exported TFLite graph; RuntimeError (an exporter bug) if not."""
+                    keep_float: tuple[str, ...] = (), anchor: bool = False) -> None:
+    """Invariants of an exported TFLite graph; RuntimeError (an exporter bug) if not.
+    `anchor`: the model has the anchor skip (its upsampling is a second DEPTH_TO_SPACE)."""
     ops = info["ops"]
-    if ops.get("DEPTH_TO_SPACE") != 1:
+    if ops.get("DEPTH_TO_SPACE") != 1 + int(anchor):
         raise RuntimeError(f"expected one DEPTH_TO_SPACE, got ops {ops}")
     if "TRANSPOSE" in ops:
         raise RuntimeError("TFLite graph has a TRANSPOSE")
@@ -220,7 +221,7 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         data = convert(twin, precision, input_size=input_size, calib=calib, int8_io=int8_io,
                        keep_float=keep_float)
         info = inspect(data)
-        check_structure(info, precision, int8_io, keep_float)
+        check_structure(info, precision, int8_io, keep_float, anchor=twin.anchor)
         s["size"] = len(data)
         s["note"] = (f"{sum(info['ops'].values())} ops, DEPTH_TO_SPACE, no TRANSPOSE, input "
                      f"{info['input']['dtype']} {info['input']['shape_signature']}")

@@ -10,6 +10,13 @@ integer ADD rounds every such tie up: each output pixel came out +0.5 level too 
 (measured +0.49 on Set5 against the fake-quant model, x4 and x2; ONNX, which clamps on
 the 1/255 grid directly, had no bias).
 
+With the anchor skip (RDSRN(anchor=True)) the graph ends ADD(recon conv, upsampled
+input) -> MINIMUM -> RELU (the plain clip: the twin does not use the fused form there).
+The converter gives the ADD's output the calibrated range, about [-0.1, 1.1], so the
+result was rounded twice. `align_output_clamp` puts the ADD's output and the clip's
+tensors on the pixel grid (1/255, -128): the ADD's int8 saturation is then the clamp
+and its rounding the only one, as in the fake-quant model and the ONNX file.
+
 The fix moves u by one level: the conv's bias gets +1/255 (so u = 2z - 1 + 1/255, whose
 grid points are the pixel values) and the ADD's constant becomes 0.5 - 0.5/255 (a copy:
 the MUL shares the 0.5 constant). Then y = (q - zp + 127) / 255 exactly: the int8 code
@@ -50,6 +57,8 @@ def align_output_clamp(data: bytes) -> tuple[bytes, bool]:
     op, kind = producer.get(out_t, (None, None))
     if kind == "QUANTIZE":  # uint8 output: int8 -> uint8 requantization
         op, kind = producer.get(int(op.inputs[0]), (None, None))
+    if kind in ("MINIMUM", "MAXIMUM", "RELU"):
+        return _align_anchor_clip(data, model, graph, producer, op, kind)
     if kind != "ADD":
         return data, False
     add = op
@@ -101,4 +110,32 @@ def align_output_clamp(data: bytes) -> tuple[bytes, bool]:
                                                      np.uint8)
     tensors.append(const)
     add.inputs[list(add.inputs).index(add_c)] = len(tensors) - 1
+    return bytes(fbu.convert_object_to_bytearray(model)), True
+
+
+def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, tuple[Any, str]],
+                       op: Any, kind: str) -> tuple[bytes, bool]:
+    """The anchor skip's ADD -> MINIMUM/MAXIMUM/RELU chain on the pixel grid (module
+    docstring); (unchanged, False) for any other graph."""
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    chain = []
+    while kind in ("MINIMUM", "MAXIMUM", "RELU"):
+        chain.append(int(op.outputs[0]))
+        src = [int(i) for i in op.inputs if int(i) in producer]
+        if len(src) != 1:
+            return data, False
+        op, kind = producer[src[0]]
+    inputs = {producer.get(int(i), (None, None))[1] for i in op.inputs}
+    if kind != "ADD" or inputs != {"CONV_2D", "DEPTH_TO_SPACE"}:
+        return data, False
+    chain.append(int(op.outputs[0]))
+    for t in chain:
+        if graph.tensors[t].type != 9 or _quant(graph.tensors[t]) is None:  # 9: INT8
+            return data, False
+    for t in chain:
+        q = graph.tensors[t].quantization
+        q.scale = np.array([PIXEL], np.float32)
+        q.zeroPoint = np.array([-128], np.int64)
+        q.min = q.max = None
     return bytes(fbu.convert_object_to_bytearray(model)), True

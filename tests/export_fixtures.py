@@ -32,10 +32,13 @@ def full_source(seed: int = 0) -> ModelSource:
 def _liven(model: torch.nn.Module, seed: int) -> None:
     """Make a random model's output span [0, 1] like a trained one: default init gives a
     near-constant output near 0, half of it clamped away, which would hide errors.
-    A mid-grey bias on the reconstruction conv moves it inside (0, 1)."""
+    A mid-grey bias on the reconstruction conv moves it inside (0, 1); with the anchor
+    skip the input is the output's base, and a small bias of either sign stands for
+    the residual."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        model.recon.bias.copy_(torch.rand(3, generator=g) * 0.2 + 0.4)
+        shift = -0.1 if getattr(model, "anchor", False) else 0.4
+        model.recon.bias.copy_(torch.rand(3, generator=g) * 0.2 + shift)
 
 
 def crop_inputs(data_dir: Path, sizes: list[tuple[int, int]]) -> list[np.ndarray]:

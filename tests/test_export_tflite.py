@@ -29,7 +29,8 @@ def _unclamped_torch(model, x):
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(recursions=2, csr=0.25),
-                                       dict(recursions=1, csr=0.75, scale=3)])
+                                       dict(recursions=1, csr=0.75, scale=3),
+                                       dict(anchor=True), dict(anchor=True, scale=3)])
 def test_twin_matches_torch(overrides):
     from rdsrn.models import create_model
 

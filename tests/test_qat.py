@@ -42,10 +42,11 @@ def test_float_mode_is_the_float_model() -> None:
     assert torch.allclose(y * 255, (y * 255).round(), atol=1e-4)  # output on the 1/255 grid
 
 
-def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
+@pytest.mark.parametrize("anchor", [False, True])
+def test_points_match_the_onnx_qdq_graph(data_dir: Path, anchor: bool) -> None:
     """Every activation QDQ of the onnxruntime INT8 file is one QAT point (plus the fixed
-    input/output and the grid-sharing splits/DepthToSpace), and the file computes on
-    the QAT grids after apply_onnx_ranges."""
+    input/output and the grid-sharing splits/DepthToSpace/Resize), and the file computes
+    on the QAT grids after apply_onnx_ranges; with and without the anchor skip."""
     from onnx import numpy_helper
 
     from rdsrn.export.calibration import make_calibration_set  # noqa: F401
@@ -53,7 +54,7 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     from rdsrn.export.parity import compare, onnx_runner, torch_runner
     from rdsrn.export.qat_ranges import apply_onnx_ranges
 
-    src = small_source()
+    src = small_source(anchor=anchor)
     q, calib = _calibrated(src.model, data_dir)
     with torch.no_grad():  # move the ranges away from what onnxruntime calibrates
         q.act_log_scale.add_(math.log(3.0))
@@ -63,8 +64,10 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path) -> None:
     prod = {o: n for n in qdq.graph.node for o in n.output}
     acts = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     shared = [n for n in acts if n.input[0] in prod
-              and prod[n.input[0]].op_type in ("Split", "DepthToSpace")]
-    onnx_points = [n for n in point_names(SMALL["recursions"]) if not is_tflite_only(n)]
+              and prod[n.input[0]].op_type in ("Split", "DepthToSpace", "Resize")]
+    assert anchor == any(prod[n.input[0]].op_type == "Resize" for n in shared)
+    onnx_points = [n for n in point_names(SMALL["recursions"], anchor)
+                   if not is_tflite_only(n)]
     assert len(acts) - len(shared) - 2 == len(onnx_points)
     before = onnx_runner(qdq.SerializeToString())
     crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
@@ -309,25 +312,31 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
         assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_tflite_file_takes_the_qat_grids(data_dir: Path) -> None:
+@pytest.mark.parametrize("anchor", [False, True])
+def test_tflite_file_takes_the_qat_grids(data_dir: Path, anchor: bool) -> None:
     """apply_tflite_ranges writes every QAT point's grid into the converted INT8 TFLite
     graph (TFLite int8 = uint8 zero point - 128), keeps concatenations on one grid and
     the sigmoid at 1/256, requantizes the biases, and the file then computes as coarsely
-    as the fake-quant model instead of as the calibrated file."""
+    as the fake-quant model instead of as the calibrated file. With the anchor skip the
+    residual has its QAT grid and the output ADD saturates on the pixel grid."""
+    from rdsrn.export.tflite_output import align_output_clamp
     from rdsrn.export.parity import compare, tflite_runner, torch_runner
     from rdsrn.export.qat_tflite import _int8_values, _op_names, apply_tflite_ranges
     from rdsrn.export.tf_twin import twin_from_torch
     from rdsrn.export.tflite_export import convert
     from tensorflow.lite.tools import flatbuffer_utils as fbu
 
-    src = small_source()
+    src = small_source(anchor=anchor)
     q, calib = _calibrated(src.model, data_dir)
     with torch.no_grad():  # move the ranges away from what the converter calibrates
         q.act_log_scale.add_(math.log(3.0))
     data = convert(twin_from_torch(src.model, clamp=True, fused_clamp=True), "int8", calib=calib)
+    if anchor:
+        data, aligned = align_output_clamp(data)
+        assert aligned
     crops = crop_inputs(data_dir, [(20, 20), (17, 23)])
     new, info = apply_tflite_ranges(data, q, crops[0])
-    assert info["points"] == len(point_names(SMALL["recursions"])) and info["biases"] > 0
+    assert info["points"] == len(point_names(SMALL["recursions"], anchor)) and info["biases"] > 0
     model = fbu.convert_bytearray_to_object(bytearray(new))
     graph, kinds = model.subgraphs[0], _op_names(model)
     quant = lambda t: (float(graph.tensors[t].quantization.scale[0]),  # noqa: E731
@@ -338,7 +347,10 @@ def test_tflite_file_takes_the_qat_grids(data_dir: Path) -> None:
         out = int(op.outputs[0])
         if kind == "CONCATENATION":
             assert {quant(int(t)) for t in list(op.inputs) + [out]} == {quant(out)}
-            assert round(quant(out)[0], 9) in scales
+            copies = len({int(t) for t in op.inputs}) == 1  # the anchor's upsampling
+            assert round(quant(out)[0], 9) in scales or (anchor and copies
+                                                        and math.isclose(quant(out)[0], 1 / 255, rel_tol=1e-6)
+                                                        and quant(out)[1] == -128)
         if kind == "LOGISTIC":
             assert quant(out) == (1 / 256, -128)
         if kind == "CONV_2D" and out in live and graph.tensors[out].shape[-1] != 3:

@@ -6,7 +6,7 @@ Structure from the paper's text (its figures are not available):
        -> fusion of the R pass outputs + LR conv + global residual
        -> sub-pixel upscaling (conv + PixelShuffle)
        -> high-frequency residual refinement block (HFRRB: four 3x3 convs at HR)
-       -> reconstruction conv -> SR
+       -> reconstruction conv -> SR  (+ the nearest-upsampled LR when `anchor`)
 
 Where the paper is silent the choices follow IMDN (Hui et al., ACM MM 2019) and are
 noted where they are made. Input and output: RGB, float, NCHW, value range [0, 1]
@@ -148,6 +148,12 @@ class RDSRN(nn.Module):
         wide: widening factor of the wider-channel conv. 3 puts the x4 model at the
             paper's 0.68 M parameters; the paper does not give it.
         in_channels: image channels (3, RGB).
+        anchor: add the LR input, nearest-neighbour upsampled, to the output (an
+            input->output "anchor" skip, as QuickSRNet has; not in the paper), so the
+            network predicts only the residual and its feature streams stop carrying the
+            image: those streams hold nearly all of the INT8 loss
+            (benchmarks/results/int8_noise_x2_qat.md). In `config` only when True, so
+            files written before the option read unchanged.
     """
 
     def __init__(
@@ -159,6 +165,7 @@ class RDSRN(nn.Module):
         hr_channels: int = 32,
         wide: int = 3,
         in_channels: int = 3,
+        anchor: bool = False,
     ) -> None:
         super().__init__()
         if scale not in (2, 3, 4):
@@ -174,6 +181,9 @@ class RDSRN(nn.Module):
             scale=scale, recursions=recursions, csr=csr, channels=channels,
             hr_channels=hr_channels, wide=wide, in_channels=in_channels,
         )
+        self.anchor = bool(anchor)
+        if self.anchor:
+            self.config["anchor"] = True
         self.shallow1 = conv3x3(in_channels, channels)
         self.shallow2 = conv3x3(channels, channels)
         self.rb = RecursiveBlock(channels, csr, wide)
@@ -197,4 +207,9 @@ class RDSRN(nn.Module):
         fused = F.leaky_relu(self.fusion(torch.cat(feats, dim=1)), LRELU_SLOPE)
         lr = self.lr_conv(fused) + shallow
         hr = F.pixel_shuffle(self.upconv(lr), self.scale)
-        return self.recon(self.hfrrb(hr))
+        out = self.recon(self.hfrrb(hr))
+        if self.anchor:
+            # Nearest, not bicubic: exact (a copy), one Resize op every INT8 runtime runs
+            # on the input's own 8-bit grid, and no extra rounding.
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return out

@@ -13,7 +13,10 @@ graph of `rdsrn export --precision int8 --format onnx`, see tests/test_qat.py):
   and with Adam (steps of about lr whatever the gradient's size) one learning rate on
   log-scales moves every range by the same relative amount;
 - input: scale 1/255, zero point 0 (the 8-bit pixels); output: the clamp to [0, 1] fused
-  into the reconstruction conv and quantized with scale 1/255, zero point 0;
+  into the reconstruction conv and quantized with scale 1/255, zero point 0; with the
+  anchor skip (RDSRN(anchor=True)) the conv's output, the residual, has its own grid
+  ("recon") and the clamp is fused into the add of the nearest-upsampled input, which
+  stays on the input's grid;
 - one range per recursion pass (the unrolled graph has its own Q/DQ per pass although
   the weights are shared); channel splits and DepthToSpace keep their input's range;
 - ranges tied where the TFLite kernels need one grid (`tied_points`): a concatenation
@@ -60,8 +63,10 @@ WIDE_FACTOR = 257  # 65535 / 255: a uint16 grid over a uint8 grid's range
 CCA_EPS = 1e-8  # must equal CCALayer.contrast's
 
 
-def point_names(recursions: int) -> list[str]:
-    """Activation quantization points of an RDSRN with R=`recursions`, forward order."""
+def point_names(recursions: int, anchor: bool = False) -> list[str]:
+    """Activation quantization points of an RDSRN with R=`recursions`, forward order;
+    with `anchor` also "recon", the reconstruction conv's output (the residual) before
+    the nearest-upsampled input is added."""
     names = ["shallow1", "shallow1.lrelu", "shallow2"]
     for k in range(recursions):
         for blk in _BLOCKS:
@@ -75,6 +80,8 @@ def point_names(recursions: int) -> list[str]:
         if i < 3:
             names.append(f"hfrrb.lrelu{i}")
     names.append("hfrrb.add")
+    if anchor:
+        names.append("recon")
     return names
 
 
@@ -119,6 +126,8 @@ def point_group(name: str) -> str:
         return "upsample"
     if head == "hfrrb":
         return "hfrrb"
+    if head == "recon":
+        return "recon"
     raise ValueError(f"unknown activation point {name!r}")
 
 
@@ -181,7 +190,7 @@ class QATRDSRN(nn.Module):
         if not isinstance(model, RDSRN):
             raise UserError(f"QAT supports RDSRN models only, got {type(model).__name__}")
         self.m = model
-        self.points = point_names(model.recursions)
+        self.points = point_names(model.recursions, model.anchor)
         # point -> slot of its range; tied points share a slot
         self.index: dict[str, int] = {}
         for group in tied_points(model.recursions):
@@ -336,7 +345,11 @@ class QATRDSRN(nn.Module):
             y = self._fq(f"hfrrb.conv{i}", self._conv(f"hfrrb.convs.{i}", y, w))
             if i < 3:
                 y = self._fq(f"hfrrb.lrelu{i}", lrelu(y))
-        out = self._conv("recon", self._fq("hfrrb.add", hr + y), w).clamp(0.0, 1.0)
+        out = self._conv("recon", self._fq("hfrrb.add", hr + y), w)
+        if self.m.anchor:  # x is on the 1/255 input grid already; nearest keeps it there
+            out = self._fq("recon", out) + F.interpolate(x, scale_factor=self.m.scale,
+                                                         mode="nearest")
+        out = out.clamp(0.0, 1.0)
         if quant and "recon" not in self.float_groups:
             out = _fixed_fq(out)
         return out

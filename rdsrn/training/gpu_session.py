@@ -38,7 +38,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_ARGS = {"channels": 16, "hr_channels": 8, "wide": 2}
-TOY_MODEL = json.dumps(TOY_ARGS)  # JSON is YAML: a --set value
 # Peak learning rate of each config at batch 64 (the shipped recipes).
 BASE_LR = {4: 1e-3, 3: 5e-4, 2: 5e-4}
 TAIL_S = 15.0  # after max_minutes: last validation, checkpoint, plot
@@ -102,13 +101,19 @@ def env_info() -> dict[str, Any]:
     return info
 
 
+def model_args(a: argparse.Namespace) -> dict[str, Any]:
+    """Constructor overrides of every model of this session: the toy size, the anchor skip."""
+    return {**(TOY_ARGS if a.toy else {}), **({"anchor": True} if a.anchor else {})}
+
+
 def stage_overrides(a: argparse.Namespace, work: Path) -> list[str]:
     """--set values common to every training/bench process of this session."""
-    sets = [f"train_dirs=[{', '.join(a.data)}]", f"cache_dir={work / 'cache'}", "log_every=20"]
+    sets = [f"train_dirs=[{', '.join(a.data)}]", f"cache_dir={work / 'cache'}", "log_every=20",
+            f"patch_size={a.patch}"]
+    if model_args(a):
+        sets.append(f"model_args={json.dumps(model_args(a))}")  # JSON is YAML: a --set value
     if a.toy:
-        sets += [f"model_args={TOY_MODEL}", f"patch_size={a.patch}", "threads=1"]
-    else:
-        sets += [f"patch_size={a.patch}"]
+        sets.append("threads=1")
     return sets
 
 
@@ -221,8 +226,7 @@ def session(a: argparse.Namespace) -> int:
         summary["bench_stage"] = run_stage("bench", argv, a.bench_timeout, logs / "bench.log")
         bench = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
         summary["bench"] = bench
-        margs = TOY_ARGS if a.toy else {}
-        macs = {s: count_macs(create_model(f"rdsrn_x{s}", **margs), (a.patch, a.patch)) for s in (2, 3, 4)}
+        macs = {s: count_macs(create_model(f"rdsrn_x{s}", **model_args(a)), (a.patch, a.patch)) for s in (2, 3, 4)}
         plan = choose_plan(bench, a, macs)
         write_json(plan_path, plan)
     summary["plan"] = plan
@@ -436,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fallback-its", type=float, default=20.0,
                    help="x4 it/s to plan with when the bench gives no row (20: the old GPU path)")
     p.add_argument("--toy", action="store_true", help="tiny model for a CPU rehearsal")
+    p.add_argument("--anchor", action="store_true",
+                   help="every model with the anchor skip (RDSRN anchor=True; x4 from scratch)")
     a = p.parse_args(argv)
     if not a.out:
         p.error("--out (or $OUT) is required")

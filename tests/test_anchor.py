@@ -1,0 +1,129 @@
+"""The anchor skip (RDSRN(anchor=True)): the model, its weights files, its fake-quant
+model, and its ONNX / TFLite files (FP32 and QAT INT8) run by the runtime layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rdsrn.models import create_model
+from rdsrn.models.rdsrn import RDSRN
+from rdsrn.quant.qat import QATRDSRN, point_names, qat_metadata
+from export_fixtures import SMALL, crop_inputs, small_source, tiny_eval_dir
+
+
+def test_anchor_adds_the_nearest_upsampled_input() -> None:
+    torch.manual_seed(0)
+    plain = RDSRN(**{**SMALL, "scale": 3}).eval()
+    anchored = RDSRN(**{**SMALL, "scale": 3}, anchor=True).eval()
+    anchored.load_state_dict(plain.state_dict())  # no parameters of its own
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        want = plain(x) + x.repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+        assert torch.allclose(anchored(x), want, atol=1e-6)
+    assert anchored.config["anchor"] is True and "anchor" not in plain.config
+    assert create_model("rdsrn_x2", **anchored.config | {"scale": 2}).anchor
+
+
+def test_weights_file_keeps_the_anchor(tmp_path: Path) -> None:
+    from rdsrn.export.source import load_source
+    from rdsrn.weights import save_weights
+
+    src = small_source(anchor=True)
+    path = tmp_path / "a.safetensors"
+    save_weights(path, src.model, {"model": "rdsrn_x4", "config": dict(src.model.config)})
+    loaded = load_source(str(path))
+    assert loaded.model.anchor
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), src.model(x))
+
+
+def test_fake_quant_model_quantizes_the_residual(data_dir: Path) -> None:
+    """The anchored QAT model has one more point, "recon" (the residual before the add);
+    its float mode is the float model, clamped."""
+    src = small_source(anchor=True)
+    q = QATRDSRN(src.model).eval()
+    assert q.points == point_names(SMALL["recursions"], anchor=True)
+    assert q.points[-1] == "recon" and "recon" not in point_names(SMALL["recursions"])
+    x = torch.from_numpy(crop_inputs(data_dir, [(12, 12)])[0]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        q.mode = "float"
+        assert torch.equal(q(x), src.model(x).clamp(0, 1))
+        q.calibrate([x])
+        lo, hi = q.obs_min[q.index["recon"]], q.obs_max[q.index["recon"]]
+        assert lo < 0 < hi  # a residual, not an image
+        q.mode = "quant"
+        y = q(x)
+    assert torch.allclose(y * 255, (y * 255).round(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
+                                           tmp_path: Path) -> None:
+    """FP32 and QAT INT8 files of an anchored model, ONNX and TFLite: gated, the
+    upsampling in the graph (Resize / DEPTH_TO_SPACE of copies), and the runtime layer
+    upscales with them as the PyTorch model does."""
+    from rdsrn.export.calibration import make_calibration_set
+    from rdsrn.export.onnx_export import export_onnx
+    from rdsrn.export.tflite_export import export_tflite
+    from rdsrn.runtimes import Upscaler
+
+    src = small_source(anchor=True)
+    calib = make_calibration_set(data_dir / "train", 4, 4, size=(24, 24))
+    q = QATRDSRN(src.model).eval()
+    q.calibrate(torch.from_numpy(calib.nchw()).split(2))
+    src.qat = qat_metadata(q)
+    common = dict(parity_inputs=crop_inputs(data_dir, [(24, 24)]),
+                  eval_dir=tiny_eval_dir(set5_dir, tmp_path / "eval"), max_drop=5.0,
+                  log=lambda s: None)
+    image = (crop_inputs(data_dir, [(20, 28)])[0][0] * 255).round().astype(np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = src.model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
+    results = [
+        export_onnx(src, tmp_path / "a.onnx", "fp32", **common),
+        export_onnx(src, tmp_path / "a_int8.onnx", "int8", calib=calib, qat=True, **common),
+        export_tflite(src, tmp_path / "a.tflite", "fp32", **common),
+        export_tflite(src, tmp_path / "a_int8.tflite", "int8", calib=calib, qat=True, **common),
+    ]
+    for res in results:
+        assert res.metadata["model"]["config"]["anchor"] is True
+        if res.precision == "int8":
+            assert res.metadata["quantization"]["parity_fakequant"]["psnr_vs_torch"] > 40
+        out = Upscaler(res.path).upscale(image).astype(np.float64)
+        assert out.shape == (80, 112, 3)
+        err = np.abs(out - ref)
+        assert err.mean() < (0.6 if res.precision == "fp32" else 3.0), res.path.name
+    tfl = results[3].metadata["quantization"]
+    assert "output_clamp" in tfl  # the ADD saturates on the pixel grid
+
+
+def test_training_config_builds_the_anchored_model() -> None:
+    from rdsrn.training.config import build_model, load_config
+
+    cfg = load_config("rdsrn_x4_anchor", [])
+    model = build_model(cfg)
+    assert model.anchor and model.scale == 4
+    assert cfg.init_from in (None, "")  # from scratch: the FP32 weights have no anchor
+
+
+def test_weights_of_the_other_variant_are_refused(tmp_path: Path) -> None:
+    """Same tensors, different function: load_into must not mix the two up."""
+    from rdsrn.runtimes.errors import UserError
+    from rdsrn.weights import load_into, save_weights
+
+    src = small_source(anchor=True)
+    path = tmp_path / "a.safetensors"
+    save_weights(path, src.model, {"model": "rdsrn_x4", "config": dict(src.model.config)})
+    with pytest.raises(UserError, match="with the anchor skip"):
+        load_into(RDSRN(**SMALL), path)
+    plain = tmp_path / "p.safetensors"
+    save_weights(plain, RDSRN(**SMALL), {"model": "rdsrn_x4", "config": dict(SMALL)})
+    with pytest.raises(UserError, match="without the anchor skip"):
+        load_into(RDSRN(**SMALL, anchor=True), plain)
+    load_into(RDSRN(**SMALL, anchor=True), path)
