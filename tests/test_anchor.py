@@ -127,3 +127,53 @@ def test_weights_of_the_other_variant_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="without the anchor skip"):
         load_into(RDSRN(**SMALL, anchor=True), plain)
     load_into(RDSRN(**SMALL, anchor=True), path)
+
+
+def test_anchor_ramp_fine_tunes_plain_weights(tmp_path: Path) -> None:
+    """anchor_ramp: plain FP32 weights fine-tuned into an anchored model, the skip's weight
+    rising 0 -> 1 with the iteration (also after a resume); the saved weights are an
+    anchored model. Bad combinations are one-line config errors."""
+    from test_qat import TINY, _tiny_qat_setup
+
+    from rdsrn.runtimes.errors import UserError
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import load_state
+
+    data, common = _tiny_qat_setup(tmp_path, images=3, side=280)
+    margs = "model_args={channels: 8, hr_channels: 4, wide: 1, anchor: true}"
+    sets = [*[c for c in common if not c.startswith("model_args")], margs,
+            f"out_dir={tmp_path / 'run'}", f"val_dir={data}", "iterations=2", "val_every=2",
+            "ckpt_every=1", "anchor_ramp=4", "precision=fp32"]
+    t = Trainer(load_config("rdsrn_x4", sets), progress=False)
+    seen = []
+    step = t.train_step
+    t.train_step = lambda: (step(), seen.append(t.model.anchor_weight))[0]
+    t.fit()
+    assert seen == [0.0, 0.25]
+    _, meta = load_state(tmp_path / "run" / "best.safetensors")
+    assert meta["config"]["anchor"] is True
+    assert t.model.anchor_weight == 0.25  # validation judges the shipped function, weight 1
+    full = t.model.to(memory_format=torch.contiguous_format)
+    assert t.validate(use_ema=False) == t.validator(_with(full, 1.0)) \
+        != t.validator(_with(full, 0.25))
+    r = Trainer(load_config("rdsrn_x4", sets + ["iterations=3"]), resume=True, progress=False)
+    step = r.train_step
+    r.train_step = lambda: (step(), seen.append(r.model.anchor_weight))[0]
+    r.fit()
+    assert seen[-1] == 0.5
+    plain = [s for s in sets if s != margs] + [f"model_args={TINY}".replace("'", ""),
+                                               f"out_dir={tmp_path / 'r2'}"]
+    sets.append(f"out_dir={tmp_path / 'r3'}")
+    with pytest.raises(UserError, match="anchor_ramp.*no anchor skip"):
+        Trainer(load_config("rdsrn_x4", plain), progress=False)
+    with pytest.raises(UserError, match="anchor_ramp.*qat"):
+        Trainer(load_config("rdsrn_x4", sets + ["qat={calib_patches: 2}"]), progress=False)
+
+
+def _with(model: torch.nn.Module, weight: float) -> torch.nn.Module:
+    import copy
+
+    m = copy.deepcopy(model)
+    m.anchor_weight = weight
+    return m

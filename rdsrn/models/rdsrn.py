@@ -184,6 +184,9 @@ class RDSRN(nn.Module):
         self.anchor = bool(anchor)
         if self.anchor:
             self.config["anchor"] = True
+        # Training only (config anchor_ramp): plain weights fine-tuned into an anchored
+        # model start at 0 and ramp to 1. Not a parameter, not saved: exported models use 1.
+        self.anchor_weight = 1.0
         self.shallow1 = conv3x3(in_channels, channels)
         self.shallow2 = conv3x3(channels, channels)
         self.rb = RecursiveBlock(channels, csr, wide)
@@ -211,5 +214,6 @@ class RDSRN(nn.Module):
         if self.anchor:
             # Nearest, not bicubic: exact (a copy), one Resize op every INT8 runtime runs
             # on the input's own 8-bit grid, and no extra rounding.
-            out = out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            up = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            out = out + (up if self.anchor_weight == 1.0 else self.anchor_weight * up)
         return out

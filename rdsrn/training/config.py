@@ -27,6 +27,8 @@ class TrainConfig:
     model: str = "rdsrn_x4"  # registry name (rdsrn.models.list_models())
     model_args: dict = field(default_factory=dict)  # constructor overrides, e.g. {recursions: 1}
     init_from: str = ""  # optional .safetensors/.pt to start from (shape-matching tensors only; fine-tuning)
+    anchor_ramp: int = 0  # with model_args {anchor: true} and plain init_from weights: the
+    #   anchor skip's weight rises linearly from 0 to 1 over these first iterations (0: 1 throughout)
     qat: dict = field(default_factory=dict)  # quantization-aware fine-tuning, e.g. {calib_patches: 32}; see rdsrn/training/qat.py
     # --- data
     train_dirs: list = field(default_factory=lambda: ["../shared/data/train"])  # HR image folders (recursive)
@@ -152,7 +154,8 @@ def check_values(cfg: TrainConfig) -> None:
     """
     c = cfg
     at_least = {"patch_size": 1, "batch_size": 1, "iterations": 1, "ckpt_every": 1,
-                "log_every": 1, "warmup_iters": 0, "threads": 0, "seed": 0, "val_every": 0}
+                "log_every": 1, "warmup_iters": 0, "threads": 0, "seed": 0, "val_every": 0,
+                "anchor_ramp": 0}
     for key, low in at_least.items():
         value = getattr(c, key)
         if not (isinstance(value, int) and value >= low):
@@ -239,4 +242,12 @@ def build_model(cfg: TrainConfig) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"config key 'model_args' {cfg.model_args}: {cfg.model} cannot be "
                         f"built or run ({first})") from None
+    if cfg.anchor_ramp and not getattr(model, "anchor", False):
+        raise UserError("config key 'anchor_ramp': the model has no anchor skip "
+                        "(model_args {anchor: true})")
+    if cfg.anchor_ramp and (cfg.qat or cfg.compile):
+        # The fake-quant model always adds the whole input; a compiled graph would
+        # recompile for every new weight.
+        raise UserError("config key 'anchor_ramp': not with " + ("qat" if cfg.qat else
+                        "compile: true"))
     return model.train()

@@ -450,6 +450,8 @@ class Trainer:
     def validate(self, use_ema: bool = True) -> tuple[float, float]:
         model = self.ema.model if (self.ema and use_ema) else self.model
         model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        if hasattr(model, "anchor_weight"):  # mid anchor_ramp: judge what will be shipped
+            model.anchor_weight = 1.0
         psnr, ssim = self.validator(model)
         self.model.train()
         return psnr, ssim
@@ -466,6 +468,8 @@ class Trainer:
         else:
             hr = hr.to(self.device, non_blocking=True).float().div_(255.0)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.anchor_ramp:  # from the iteration: a resumed run continues the ramp
+            self.model.anchor_weight = min(1.0, self.iteration / self.cfg.anchor_ramp)
         if self.precision == "fp32":
             loss = self.loss_fn(self.step_model(lr), hr)
         else:
