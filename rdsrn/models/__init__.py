@@ -18,6 +18,11 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "rdsrn_x2": (RDSRN, dict(scale=2, recursions=3, csr=0.5)),
     "rdsrn_x3": (RDSRN, dict(scale=3, recursions=3, csr=0.5)),
     "rdsrn_x4": (RDSRN, dict(scale=4, recursions=3, csr=0.5)),
+    # With the anchor skip (input, nearest-upsampled, added to the output; not in the
+    # paper): the INT8-friendly variant (README, "INT8").
+    "rdsrn_x2_anchor": (RDSRN, dict(scale=2, recursions=3, csr=0.5, anchor=True)),
+    "rdsrn_x3_anchor": (RDSRN, dict(scale=3, recursions=3, csr=0.5, anchor=True)),
+    "rdsrn_x4_anchor": (RDSRN, dict(scale=4, recursions=3, csr=0.5, anchor=True)),
     # Comparison architectures of the paper's Table II, for params/MACs/latency
     # (no trained weights shipped).
     "srcnn_x4": (SRCNN, dict(scale=4)),
