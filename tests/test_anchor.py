@@ -106,10 +106,13 @@ def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
 def test_training_config_builds_the_anchored_model() -> None:
     from rdsrn.training.config import build_model, load_config
 
-    cfg = load_config("rdsrn_x4_anchor", [])
-    model = build_model(cfg)
-    assert model.anchor and model.scale == 4
-    assert cfg.init_from in (None, "")  # from scratch: the FP32 weights have no anchor
+    for scale in (2, 4):
+        cfg = load_config(f"rdsrn_x{scale}_anchor", [])
+        model = build_model(cfg)
+        assert model.anchor and model.scale == scale and 0 < cfg.anchor_ramp < cfg.iterations
+        assert cfg.init_from == f"rdsrn/weights/rdsrn_x{scale}.safetensors"  # plain weights
+        qat = load_config(f"rdsrn_x{scale}_anchor_qat", [])
+        assert build_model(qat).anchor and qat.qat and qat.anchor_ramp == 0
 
 
 def test_weights_of_the_other_variant_are_refused(tmp_path: Path) -> None:

@@ -438,7 +438,13 @@ def check_qat_init(model: RDSRN, path: str) -> None:
     if p.suffix == ".safetensors":
         from rdsrn.weights import load_state
 
-        state, _ = load_state(p)
+        state, meta = load_state(p)
+        trained = bool((meta.get("config") or {}).get("anchor", False))
+        if trained != model.anchor:
+            raise UserError(f"{p}: QAT needs FP32 weights of this architecture; they were "
+                            f"trained {'with' if trained else 'without'} the anchor skip, the "
+                            f"model is {'rdsrn_x%d_anchor' if model.anchor else 'rdsrn_x%d'}"
+                            % model.scale)
     else:
         try:
             ckpt = torch.load(p, map_location="cpu", weights_only=True)
