@@ -4,7 +4,8 @@
     python -m rdsrn.export.bundle --model rdsrn_x2   # one of them
 
 x4, x3 and x2 are bundled in all four (format, precision) pairs (x2 INT8 since its QAT
-weights were equalized first: Set5 -0.25 dB, within the 0.3 dB gate; benchmarks/results/qat.md);
+weights were equalized first: Set5 -0.25 dB, within the 0.3 dB gate; benchmarks/results/qat.md;
+since the eighth session from the anchored x2, INT8_FROM);
 x4 and x3 also as mixed-precision INT8 files (MIXED: `rdsrn_x{4,3}_int8_float-shallow-fusion.*`). The
 FP32 files come from rdsrn/weights/<model>.safetensors; the INT8 files from the
 quantization-aware fine-tuned rdsrn/weights/<model>_qat.safetensors with the ranges QAT
@@ -41,6 +42,10 @@ MIXED_GROUPS = ("shallow", "fusion")
 MIXED: tuple[Entry, ...] = (("onnx", "int8", MIXED_GROUPS), ("tflite", "int8", MIXED_GROUPS))
 BUNDLES: dict[str, tuple[Entry, ...]] = {
     "rdsrn_x4": BUNDLED + MIXED, "rdsrn_x2": BUNDLED, "rdsrn_x3": BUNDLED + MIXED}
+# Models whose INT8 files come from another model's QAT weights: x2 INT8 from the anchored
+# x2 (rdsrn_x2_anchor_qat), whose INT8 loses less than the plain model's on Set5 and BSD68
+# (benchmarks/results/anchor.md); its FP32 files stay the plain rdsrn_x2, the better FP32.
+INT8_FROM: dict[str, str] = {"rdsrn_x2": "rdsrn_x2_anchor"}
 # INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
 CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (export_int8.md)
 
@@ -71,8 +76,9 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
     qat_src = None
     if qat_file is not None and random_seed is None:
         qat_src = load_source(str(qat_file))
-        if qat_src.name != src.name or not qat_src.qat:
-            raise UserError(f"{qat_file}: not QAT weights of {src.name}")
+        if qat_src.name != INT8_FROM.get(src.name, src.name) or not qat_src.qat:
+            raise UserError(f"{qat_file}: not QAT weights of "
+                            f"{INT8_FROM.get(src.name, src.name)}")
         log(f"[bundle] INT8 from QAT weights {qat_file} sha256 {qat_src.weights_sha256}")
     results = []
     for fmt, precision, keep in only:
@@ -87,10 +93,11 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
 
 
 def qat_weights(model: str) -> Path | None:
-    """The shipped QAT weights of `model` (rdsrn/weights/<model>_qat.safetensors), if any."""
+    """The shipped QAT weights the INT8 files of `model` come from
+    (rdsrn/weights/<model or INT8_FROM[model]>_qat.safetensors), if any."""
     from rdsrn.weights import weights_path
 
-    path = weights_path(f"{model}_qat")
+    path = weights_path(f"{INT8_FROM.get(model, model)}_qat")
     return path if path.is_file() else None
 
 
