@@ -180,3 +180,27 @@ def _with(model: torch.nn.Module, weight: float) -> torch.nn.Module:
     m = copy.deepcopy(model)
     m.anchor_weight = weight
     return m
+
+
+def test_gpu_session_anchor_trains_the_anchored_names(tmp_path: Path) -> None:
+    """`gpu_session --anchor`: every stage trains rdsrn_x{s}_anchor (x4 from scratch with
+    the shipped x4 recipe, x3/x2 from its weights), so the results ship under their own
+    names, never over the plain weights. (The toy rehearsal of the whole session with
+    --anchor runs the same way as tests/test_device_data.py's.)"""
+    import argparse
+
+    from rdsrn.training.gpu_session import train_argv
+
+    plan = {"sampler": "device", "compile": False, "batch": 64,
+            "stages": {f"x{s}": {"lr": 1e-3, "iterations": 10, "warmup_iters": 1,
+                                 "val_every": 5, "ckpt_every": 5} for s in (2, 3, 4)}}
+    for anchor in (False, True):
+        a = argparse.Namespace(data=["d"], patch=64, toy=False, val="v", x4_init="",
+                               anchor=anchor)
+        for s in (2, 3, 4):
+            argv = train_argv(s, plan, a, tmp_path, False, 1.0)
+            sets = [argv[i + 1] for i, t in enumerate(argv) if t == "--set"]
+            assert argv[argv.index("--config") + 1] == f"rdsrn_x{s}"
+            want = f"rdsrn_x{s}_anchor" if anchor else f"rdsrn_x{s}"
+            assert f"model={want}" in sets
+            assert any(x.startswith("init_from=") for x in sets) == (s != 4)

@@ -101,19 +101,18 @@ def env_info() -> dict[str, Any]:
     return info
 
 
-def model_args(a: argparse.Namespace) -> dict[str, Any]:
-    """Constructor overrides of every model of this session: the toy size, the anchor skip."""
-    return {**(TOY_ARGS if a.toy else {}), **({"anchor": True} if a.anchor else {})}
+def model_name(a: argparse.Namespace, scale: int) -> str:
+    """The registry name trained at `scale`: rdsrn_x{s}, or rdsrn_x{s}_anchor with --anchor
+    (the weights then ship under that name, never over the plain model's)."""
+    return f"rdsrn_x{scale}_anchor" if a.anchor else f"rdsrn_x{scale}"
 
 
 def stage_overrides(a: argparse.Namespace, work: Path) -> list[str]:
     """--set values common to every training/bench process of this session."""
     sets = [f"train_dirs=[{', '.join(a.data)}]", f"cache_dir={work / 'cache'}", "log_every=20",
             f"patch_size={a.patch}"]
-    if model_args(a):
-        sets.append(f"model_args={json.dumps(model_args(a))}")  # JSON is YAML: a --set value
-    if a.toy:
-        sets.append("threads=1")
+    if a.toy:  # JSON is YAML: a --set value
+        sets += [f"model_args={json.dumps(TOY_ARGS)}", "threads=1"]
     return sets
 
 
@@ -165,6 +164,7 @@ def train_argv(scale: int, plan: dict[str, Any], a: argparse.Namespace, work: Pa
         f"lr={st['lr']:.6g}", f"iterations={st['iterations']}",
         f"warmup_iters={st['warmup_iters']}", f"val_every={st['val_every']}",
         f"ckpt_every={st['ckpt_every']}", f"max_minutes={minutes:.3f}"]
+    sets.append(f"model={model_name(a, scale)}")
     if scale != 4:
         sets.append(f"init_from={work / 'rdsrn_x4' / 'best.safetensors'}")
     elif a.x4_init:
@@ -221,12 +221,12 @@ def session(a: argparse.Namespace) -> int:
         bench_json = work / "bench.json"
         argv = [sys.executable, "-m", "rdsrn.training.gpu_bench", "--config", "rdsrn_x4",
                 "--json", str(bench_json), "--rows", a.bench_rows, "--seconds", str(a.bench_seconds)]
-        for s in stage_overrides(a, work):
+        for s in stage_overrides(a, work) + [f"model={model_name(a, 4)}"]:
             argv += ["--set", s]
         summary["bench_stage"] = run_stage("bench", argv, a.bench_timeout, logs / "bench.log")
         bench = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
         summary["bench"] = bench
-        macs = {s: count_macs(create_model(f"rdsrn_x{s}", **model_args(a)), (a.patch, a.patch)) for s in (2, 3, 4)}
+        macs = {s: count_macs(create_model(model_name(a, s), **(TOY_ARGS if a.toy else {})), (a.patch, a.patch)) for s in (2, 3, 4)}
         plan = choose_plan(bench, a, macs)
         write_json(plan_path, plan)
     summary["plan"] = plan
