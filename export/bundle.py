@@ -76,9 +76,9 @@ def bundle(model: str = "rdsrn_x4", out_dir: Path = OUT_DIR, calib_dir: Path | N
     qat_src = None
     if qat_file is not None and random_seed is None:
         qat_src = load_source(str(qat_file))
-        if qat_src.name != INT8_FROM.get(src.name, src.name) or not qat_src.qat:
-            raise UserError(f"{qat_file}: not QAT weights of "
-                            f"{INT8_FROM.get(src.name, src.name)}")
+        int8_name = INT8_FROM.get(src.name, src.name)
+        if qat_src.name != int8_name or not qat_src.qat:
+            raise UserError(f"{qat_file}: not QAT weights of {int8_name}")
         log(f"[bundle] INT8 from QAT weights {qat_file} sha256 {qat_src.weights_sha256}")
     results = []
     for fmt, precision, keep in only:

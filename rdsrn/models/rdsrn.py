@@ -212,8 +212,12 @@ class RDSRN(nn.Module):
         hr = F.pixel_shuffle(self.upconv(lr), self.scale)
         out = self.recon(self.hfrrb(hr))
         if self.anchor:
-            # Nearest, not bicubic: exact (a copy), one Resize op every INT8 runtime runs
-            # on the input's own 8-bit grid, and no extra rounding.
-            up = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            up = self.upsampled_input(x)
             out = out + (up if self.anchor_weight == 1.0 else self.anchor_weight * up)
         return out
+
+    def upsampled_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The anchor skip's term: `x` (NCHW) nearest-neighbour upsampled by `scale`.
+        Nearest, not bicubic: exact (a copy), one Resize op every INT8 runtime runs on the
+        input's own 8-bit grid, and no extra rounding."""
+        return F.interpolate(x, scale_factor=self.scale, mode="nearest")

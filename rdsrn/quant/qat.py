@@ -347,8 +347,7 @@ class QATRDSRN(nn.Module):
                 y = self._fq(f"hfrrb.lrelu{i}", lrelu(y))
         out = self._conv("recon", self._fq("hfrrb.add", hr + y), w)
         if self.m.anchor:  # x is on the 1/255 input grid already; nearest keeps it there
-            out = self._fq("recon", out) + F.interpolate(x, scale_factor=self.m.scale,
-                                                         mode="nearest")
+            out = self._fq("recon", out) + self.m.upsampled_input(x)
         out = out.clamp(0.0, 1.0)
         if quant and "recon" not in self.float_groups:
             out = _fixed_fq(out)
@@ -436,15 +435,10 @@ def check_qat_init(model: RDSRN, path: str) -> None:
 
     p = Path(path)
     if p.suffix == ".safetensors":
-        from rdsrn.weights import load_state
+        from rdsrn.weights import check_anchor, load_state
 
         state, meta = load_state(p)
-        trained = bool((meta.get("config") or {}).get("anchor", False))
-        if trained != model.anchor:
-            raise UserError(f"{p}: QAT needs FP32 weights of this architecture; they were "
-                            f"trained {'with' if trained else 'without'} the anchor skip, the "
-                            f"model is {'rdsrn_x%d_anchor' if model.anchor else 'rdsrn_x%d'}"
-                            % model.scale)
+        check_anchor(model, meta, p)
     else:
         try:
             ckpt = torch.load(p, map_location="cpu", weights_only=True)

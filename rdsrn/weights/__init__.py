@@ -83,16 +83,20 @@ def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
         detail = (missing[:2] and f"missing {missing[:2]}") or \
                  (unexpected[:2] and f"unexpected {unexpected[:2]}") or f"shape of {bad_shape[:2]}"
         raise UserError(f"{path}: weights do not fit this architecture ({detail})")
-    # The anchor skip has no parameters: only the metadata tells the two apart.
-    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    if "anchor" in getattr(model, "config", {}) or cfg.get("anchor"):
-        want, have = bool(cfg.get("anchor", False)), bool(getattr(model, "anchor", False))
-        if want != have:
-            raise UserError(f"{path}: weights trained {'with' if want else 'without'} the "
-                            f"anchor skip, this model is built {'with' if have else 'without'} "
-                            "it (model_args anchor)")
+    check_anchor(model, meta, path)
     model.load_state_dict(state)
     return meta
+
+
+def check_anchor(model: nn.Module, meta: dict[str, Any], path: str | Path) -> None:
+    """UserError when weights trained with the anchor skip meet a model without it, or
+    the reverse: the skip has no parameters, so only the metadata tells the two apart."""
+    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    want, have = bool(cfg.get("anchor", False)), bool(getattr(model, "anchor", False))
+    if want != have:
+        raise UserError(f"{path}: weights trained {'with' if want else 'without'} the "
+                        f"anchor skip, this model is built {'with' if have else 'without'} "
+                        "it (model_args anchor)")
 
 
 def load_pretrained(model: nn.Module, name: str) -> dict[str, Any]:
