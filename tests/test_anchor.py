@@ -106,7 +106,7 @@ def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
 def test_training_config_builds_the_anchored_model() -> None:
     from rdsrn.training.config import build_model, load_config
 
-    for scale in (2, 4):
+    for scale in (2, 3, 4):
         cfg = load_config(f"rdsrn_x{scale}_anchor", [])
         model = build_model(cfg)
         assert model.anchor and model.scale == scale and 0 < cfg.anchor_ramp < cfg.iterations
