@@ -42,10 +42,10 @@ MIXED_GROUPS = ("shallow", "fusion")
 MIXED: tuple[Entry, ...] = (("onnx", "int8", MIXED_GROUPS), ("tflite", "int8", MIXED_GROUPS))
 BUNDLES: dict[str, tuple[Entry, ...]] = {
     "rdsrn_x4": BUNDLED + MIXED, "rdsrn_x2": BUNDLED, "rdsrn_x3": BUNDLED + MIXED}
-# Models whose INT8 files come from another model's QAT weights: x2 INT8 from the anchored
-# x2 (rdsrn_x2_anchor_qat), whose INT8 loses less than the plain model's on Set5 and BSD68
-# (benchmarks/results/anchor.md); its FP32 files stay the plain rdsrn_x2, the better FP32.
-INT8_FROM: dict[str, str] = {"rdsrn_x2": "rdsrn_x2_anchor"}
+# Models whose INT8 files come from another model's QAT weights: x2 and x3 INT8 from the
+# anchored models (rdsrn_x{2,3}_anchor_qat), whose INT8 loses less than the plain models' on
+# Set5 and BSD68 (benchmarks/results/anchor.md); their FP32 files stay the plain models.
+INT8_FROM: dict[str, str] = {"rdsrn_x2": "rdsrn_x2_anchor", "rdsrn_x3": "rdsrn_x3_anchor"}
 # INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
 CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (export_int8.md)
 

@@ -27,8 +27,10 @@ _SAME_GRID = ("Split", "DepthToSpace", "Resize")
 def onnx_node_group(name: str) -> str:
     """Layer group of a node of the traced FP32 graph (names like "/m/rb/cca/fc1/Conv")."""
     if name.startswith("/m/recon/") or not name.startswith("/m/") or name in (
-            "/m/Resize", "/m/Add_1"):
-        return "recon"  # the recon conv, the output clamp, the anchor skip's upsample + add
+            "/m/Resize", "/m/Constant", "/m/Add_1"):
+        # the recon conv, the output clamp, the anchor skip's upsample (its scales
+        # constant) + add
+        return "recon"
     if name.startswith(("/m/shallow1/", "/m/shallow2/")) or name == "/m/LeakyRelu":
         return "shallow"
     if name.startswith("/m/rb"):

@@ -65,9 +65,10 @@ def test_fake_quant_model_quantizes_the_residual(data_dir: Path) -> None:
 @pytest.mark.slow
 def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
                                            tmp_path: Path) -> None:
-    """FP32 and QAT INT8 files of an anchored model, ONNX and TFLite: gated, the
+    """FP32, QAT INT8 and mixed files of an anchored model, ONNX and TFLite: gated, the
     upsampling in the graph (Resize / DEPTH_TO_SPACE of copies), and the runtime layer
     upscales with them as the PyTorch model does."""
+    from rdsrn.export.bundle import MIXED_GROUPS
     from rdsrn.export.calibration import make_calibration_set
     from rdsrn.export.onnx_export import export_onnx
     from rdsrn.export.tflite_export import export_tflite
@@ -90,6 +91,11 @@ def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
         export_onnx(src, tmp_path / "a_int8.onnx", "int8", calib=calib, qat=True, **common),
         export_tflite(src, tmp_path / "a.tflite", "fp32", **common),
         export_tflite(src, tmp_path / "a_int8.tflite", "int8", calib=calib, qat=True, **common),
+        # mixed precision, as bundled for x3 (export.bundle.MIXED_GROUPS)
+        export_onnx(src, tmp_path / "a_mixed.onnx", "int8", calib=calib, qat=True,
+                    keep_float=MIXED_GROUPS, **common),
+        export_tflite(src, tmp_path / "a_mixed.tflite", "int8", calib=calib, qat=True,
+                      keep_float=MIXED_GROUPS, **common),
     ]
     for res in results:
         assert res.metadata["model"]["config"]["anchor"] is True
