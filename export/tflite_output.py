@@ -10,12 +10,13 @@ integer ADD rounds every such tie up: each output pixel came out +0.5 level too 
 (measured +0.49 on Set5 against the fake-quant model, x4 and x2; ONNX, which clamps on
 the 1/255 grid directly, had no bias).
 
-With the anchor skip (RDSRN(anchor=True)) the graph ends ADD(recon conv, upsampled
-input) -> MINIMUM -> RELU (the plain clip: the twin does not use the fused form there).
-The converter gives the ADD's output the calibrated range, about [-0.1, 1.1], so the
-result was rounded twice. `align_output_clamp` puts the ADD's output and the clip's
-tensors on the pixel grid (1/255, -128): the ADD's int8 saturation is then the clamp
-and its rounding the only one, as in the fake-quant model and the ONNX file.
+With the anchor skip (RDSRN(anchor=True)) the converter's graph ends ADD(recon conv,
+upsampled input) -> MINIMUM -> RELU (the plain clip: the twin does not use the fused form
+there), and gives the ADD's output the calibrated range, about [-0.1, 1.1], so the result
+was rounded twice. `align_output_clamp` puts the ADD's output on the pixel grid (1/255,
+-128): the ADD's int8 saturation is then the clamp and its rounding the only one, as in
+the fake-quant model and the ONNX file, and the MINIMUM and RELU, no-ops on that grid,
+are removed.
 
 The fix moves u by one level: the conv's bias gets +1/255 (so u = 2z - 1 + 1/255, whose
 grid points are the pixel values) and the ADD's constant becomes 0.5 - 0.5/255 (a copy:
@@ -119,8 +120,9 @@ def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, 
     docstring); (unchanged, False) for any other graph."""
     from tensorflow.lite.tools import flatbuffer_utils as fbu
 
-    chain = []
+    clip_ops, chain = [], []
     while kind in ("MINIMUM", "MAXIMUM", "RELU"):
+        clip_ops.append(op)
         chain.append(int(op.outputs[0]))
         src = [int(i) for i in op.inputs if int(i) in producer]
         if len(src) != 1:
@@ -129,7 +131,8 @@ def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, 
     inputs = {producer.get(int(i), (None, None))[1] for i in op.inputs}
     if kind != "ADD" or inputs != {"CONV_2D", "DEPTH_TO_SPACE"}:
         return data, False
-    chain.append(int(op.outputs[0]))
+    add_out = int(op.outputs[0])
+    chain.append(add_out)
     for t in chain:
         if graph.tensors[t].type != 9 or _quant(graph.tensors[t]) is None:  # 9: INT8
             return data, False
@@ -138,4 +141,12 @@ def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, 
         q.scale = np.array([PIXEL], np.float32)
         q.zeroPoint = np.array([-128], np.int64)
         q.min = q.max = None
+    # On that grid the clip ops are exact no-ops, and XNNPACK leaves int8 MINIMUM / RELU
+    # to slow reference kernels (+8 % x3 latency, anchor_x3_int8_latency_ab_tflite.md):
+    # drop them, the clip's readers read the ADD.
+    last = chain[0]
+    for reader in graph.operators:
+        reader.inputs = [add_out if int(i) == last else int(i) for i in reader.inputs]
+    graph.outputs = [add_out if int(t) == last else int(t) for t in graph.outputs]
+    graph.operators = [o for o in graph.operators if not any(o is c for c in clip_ops)]
     return bytes(fbu.convert_object_to_bytearray(model)), True

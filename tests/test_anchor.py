@@ -71,7 +71,7 @@ def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
     from rdsrn.export.bundle import MIXED_GROUPS
     from rdsrn.export.calibration import make_calibration_set
     from rdsrn.export.onnx_export import export_onnx
-    from rdsrn.export.tflite_export import export_tflite
+    from rdsrn.export.tflite_export import export_tflite, inspect
     from rdsrn.runtimes import Upscaler
 
     src = small_source(anchor=True)
@@ -107,6 +107,9 @@ def test_anchor_exports_run_in_the_runtime(data_dir: Path, set5_dir: Path,
         assert err.mean() < (0.6 if res.precision == "fp32" else 3.0), res.path.name
     tfl = results[3].metadata["quantization"]
     assert "output_clamp" in tfl  # the ADD saturates on the pixel grid
+    for res in (results[3], results[5]):  # the clip, a no-op on that grid, is removed
+        ops = inspect(res.path.read_bytes())["ops"]
+        assert "MINIMUM" not in ops and "RELU" not in ops and ops["ADD"] >= 1, ops
 
 
 def test_training_config_builds_the_anchored_model() -> None:
