@@ -5,10 +5,11 @@
 
 x4, x3 and x2 are bundled in all four (format, precision) pairs (x2 INT8 since its QAT
 weights were equalized first: Set5 -0.25 dB, within the 0.3 dB gate; benchmarks/results/qat.md;
-since the eighth session from the anchored x2, INT8_FROM);
+x2 and x3 INT8 now from the anchored models, INT8_FROM);
 x4 and x3 also as mixed-precision INT8 files (MIXED: `rdsrn_x{4,3}_int8_float-shallow-fusion.*`). The
 FP32 files come from rdsrn/weights/<model>.safetensors; the INT8 files from the
-quantization-aware fine-tuned rdsrn/weights/<model>_qat.safetensors with the ranges QAT
+quantization-aware fine-tuned rdsrn/weights/<model or INT8_FROM[model]>_qat.safetensors
+with the ranges QAT
 learned (`rdsrn export --qat`; made by `rdsrn train --config <model>_qat` and
 `python -m rdsrn.training.ship`), or, where no QAT weights are shipped, from the FP32
 weights by min/max calibration (PTQ). Run it
