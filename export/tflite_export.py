@@ -233,7 +233,7 @@ def export_tflite(src: ModelSource, out_path: str | Path, precision: str = "fp32
         with steps.step("output clamp grid on the pixel values") as s:
             data, aligned = align_output_clamp(data)
             s["note"] = ("not needed (float reconstruction)" if not aligned else
-                         "anchor ADD and clip on 1/255 (the ADD's saturation clamps)"
+                         "anchor ADD on 1/255 (its saturation clamps; the no-op clip removed)"
                          if twin.anchor else
                          "recon bias +1/255, ADD 0.5 - 0.5/255 (no half-level rounding bias)")
     applied = None

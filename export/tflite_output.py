@@ -136,11 +136,10 @@ def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, 
     for t in chain:
         if graph.tensors[t].type != 9 or _quant(graph.tensors[t]) is None:  # 9: INT8
             return data, False
-    for t in chain:
-        q = graph.tensors[t].quantization
-        q.scale = np.array([PIXEL], np.float32)
-        q.zeroPoint = np.array([-128], np.int64)
-        q.min = q.max = None
+    q = graph.tensors[add_out].quantization
+    q.scale = np.array([PIXEL], np.float32)
+    q.zeroPoint = np.array([-128], np.int64)
+    q.min = q.max = None
     # On that grid the clip ops are exact no-ops, and XNNPACK leaves int8 MINIMUM / RELU
     # to slow reference kernels (+8 % x3 latency, anchor_x3_int8_latency_ab_tflite.md):
     # drop them, the clip's readers read the ADD.
@@ -148,5 +147,6 @@ def _align_anchor_clip(data: bytes, model: Any, graph: Any, producer: dict[int, 
     for reader in graph.operators:
         reader.inputs = [add_out if int(i) == last else int(i) for i in reader.inputs]
     graph.outputs = [add_out if int(t) == last else int(t) for t in graph.outputs]
-    graph.operators = [o for o in graph.operators if not any(o is c for c in clip_ops)]
+    dropped = {id(c) for c in clip_ops}
+    graph.operators = [o for o in graph.operators if id(o) not in dropped]
     return bytes(fbu.convert_object_to_bytearray(model)), True
