@@ -172,11 +172,23 @@ def fq_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_channel_affine(w, scale.float(), zp, 0, -127, 127)
 
 
+def _is_nhwc(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _dense_view(x: torch.Tensor) -> torch.Tensor:
+    """`x`, or its NHWC view when it is channels_last: the same elements, contiguous."""
+    return x.permute(0, 2, 3, 1) if _is_nhwc(x) else x
+
+
 class QATRDSRN(nn.Module):
     """RDSRN with fake quantization (see the module docstring).
 
     `mode`: "quant" (fake quantization, default), "observe" (float, records each point's
-    min/max for `finish_calibration`), "float" (plain float forward). `float_groups`:
+    min/max for `finish_calibration`), "float" (plain float forward), "noise" (float
+    weights; every activation point gets uniform noise of one 8-bit step of its own
+    per-batch min/max range, times `noise_scale`: quantization-noise-aware FP32 training,
+    config `quant_noise`, bf16-safe). `float_groups`:
     layer groups left in float (weights and their output activations).
     `learn_ranges`: the activation scales / zero points are trained with the weights
     (LSQ+); False keeps the calibrated ones (about half the backward cost on CPU).
@@ -217,6 +229,9 @@ class QATRDSRN(nn.Module):
         # `rdsrn export --a16-streams`); empty: every point 8-bit, as trained.
         self.wide: frozenset[str] = frozenset()
         self.mode = "quant"
+        self.noise_scale = 1.0  # mode "noise": the noise's width in 8-bit steps
+        self._banks: dict[torch.dtype, torch.Tensor] = {}  # mode "noise": see _uniform
+        self._bank_used = 0
         # Analysis switches (int8_sensitivity): quantize only the weights or only the
         # activations in "quant" mode. Exporters always quantize both.
         self.quant_weights = True
@@ -261,6 +276,8 @@ class QATRDSRN(nn.Module):
         if self.mode == "float":
             return x
         i = self.index[name]
+        if self.mode == "noise":
+            return self._noise(name, i, x)
         if self.mode == "observe":
             with torch.no_grad():
                 self.obs_min[i] = torch.minimum(self.obs_min[i], x.min().float())
@@ -281,6 +298,38 @@ class QATRDSRN(nn.Module):
         grad = 1.0 / math.sqrt(x.numel() * 255.0)  # LSQ gradient scaling
         return torch._fake_quantize_learnable_per_tensor_affine(
             x.float(), scale, zp, 0, 255, grad)
+
+    def _noise(self, name: str, i: int, x: torch.Tensor) -> torch.Tensor:
+        if point_group(name) in self.float_groups:
+            return x
+        if i in self.fixed:
+            step = SIGMOID_GRID[0]
+        else:
+            with torch.no_grad():  # aminmax copies a channels_last tensor; its NHWC view not
+                lo, hi = torch.aminmax(_dense_view(x))
+            step = float(hi - lo) / 255.0
+        # The step is a constant to autograd: a differentiable max/min cost 5x the step
+        # time on CPU, and its gradient reached only the two extreme elements per batch.
+        return torch.add(x, self._uniform(x), alpha=step * self.noise_scale)
+
+    def _uniform(self, x: torch.Tensor) -> torch.Tensor:
+        """Uniform [-0.5, 0.5) noise shaped (and laid out) like `x`: a slice at a random
+        offset of a bank (one per dtype) renewed after 16 bank-lengths of use. Fresh
+        numbers for every point cost 4x the whole training step on CPU; slices of one
+        bank are independent enough for noise that stands in for rounding errors."""
+        n = x.numel()
+        bank = self._banks.get(x.dtype)
+        if bank is None or bank.numel() < 2 * n or self._bank_used > 16 * bank.numel():
+            bank = (torch.rand(max(1 << 25, 2 * n), device=x.device) - 0.5).to(x.dtype)
+            self._banks[x.dtype] = bank
+            self._bank_used = 0
+        self._bank_used += n
+        off = int(torch.randint(0, bank.numel() - n + 1, (1,)))
+        flat = bank[off:off + n]
+        if _is_nhwc(x):
+            b, c, h, w = x.shape
+            return flat.view(b, h, w, c).permute(0, 3, 1, 2)
+        return flat.view(x.shape)
 
     def _conv(self, name: str, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         mod = self.convs[name]

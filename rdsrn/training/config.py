@@ -29,6 +29,9 @@ class TrainConfig:
     init_from: str = ""  # optional .safetensors/.pt to start from (shape-matching tensors only; fine-tuning)
     anchor_ramp: int = 0  # with model_args {anchor: true} and plain init_from weights: the
     #   anchor skip's weight rises linearly from 0 to 1 over these first iterations (0: 1 throughout)
+    quant_noise: float = 0.0  # > 0: FP32 training with uniform noise of this many 8-bit steps
+    #   (of each activation point's per-batch range) at every point the INT8 graphs quantize;
+    #   trains streams that 8-bit grids resolve well, before QAT (rdsrn/training/qat.py)
     qat: dict = field(default_factory=dict)  # quantization-aware fine-tuning, e.g. {calib_patches: 32}; see rdsrn/training/qat.py
     # --- data
     train_dirs: list = field(default_factory=lambda: ["../shared/data/train"])  # HR image folders (recursive)
@@ -169,6 +172,8 @@ def check_values(cfg: TrainConfig) -> None:
         if not (0 <= value < float("inf")):
             raise _fail(key, value, "must be >= 0 (0 disables)" if key != "weight_decay"
                         else "must be >= 0")
+    if not (0 <= c.quant_noise <= 4):
+        raise _fail("quant_noise", c.quant_noise, "must be in [0, 4] 8-bit steps (0 disables)")
     if not (0 <= c.ema_decay < 1):
         raise _fail("ema_decay", c.ema_decay, "must be in [0, 1) (0 disables)")
     if not (0 < c.gamma < float("inf")):
@@ -230,6 +235,7 @@ def build_model(cfg: TrainConfig) -> Any:
             raise UserError(f"config key 'model_args': {key} expects {expected.__name__}, "
                             f"got {type(value).__name__} ({value!r})")
     from rdsrn.models import create_model
+    from rdsrn.models.rdsrn import RDSRN
 
     try:
         with warnings.catch_warnings():
@@ -245,6 +251,12 @@ def build_model(cfg: TrainConfig) -> Any:
     if cfg.anchor_ramp and not getattr(model, "anchor", False):
         raise UserError("config key 'anchor_ramp': the model has no anchor skip "
                         "(model_args {anchor: true})")
+    if cfg.quant_noise and (cfg.qat or cfg.anchor_ramp or not isinstance(model, RDSRN)):
+        # QAT quantizes the same points already; the noise model always adds the whole
+        # anchor; it is RDSRN's forward with noise points.
+        raise UserError("config key 'quant_noise': " + (
+            "not with qat (fake quantization)" if cfg.qat else "not with anchor_ramp"
+            if cfg.anchor_ramp else f"supports RDSRN models only, not {cfg.model}"))
     if cfg.anchor_ramp and (cfg.qat or cfg.compile):
         # The fake-quant model always adds the whole input; a compiled graph would
         # recompile for every new weight.

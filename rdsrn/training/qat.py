@@ -16,6 +16,14 @@ targets (what cost the x2 float forward 0.12 dB; benchmarks/results/qat.md).
 channel (cross-layer equalization, `rdsrn.quant.equalize`; the float function is
 unchanged) so that their per-tensor 8-bit grids fit every channel, and then calibrates.
 The saved weights are the equalized ones: a plain RDSRN like any other.
+
+`quant_noise: s` (a top-level config key, FP32 training, bf16 allowed) wraps the model in
+the same `QATRDSRN` in mode "noise": every activation point gets uniform noise s 8-bit
+steps wide, the step being that tensor's per-batch (max - min) / 255, so training learns
+to absorb the rounding noise that min/max 8-bit grids will add. Unlike QAT it runs at
+bf16 speed with a full learning rate and batch, so a long fine-tune can reshape the
+streams; validation and the saved weights are the plain float model (QAT follows, as
+for any FP32 weights).
 """
 
 from __future__ import annotations
@@ -124,6 +132,26 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
     return q
 
 
+def noise_model(model: nn.Module, cfg: Any) -> nn.Module:
+    """`model` (an RDSRN) wrapped for `cfg.quant_noise` (see the module docstring)."""
+    from rdsrn.quant.qat import QATRDSRN
+
+    q = QATRDSRN(model, learn_ranges=False)
+    q.mode = "noise"
+    q.noise_scale = float(cfg.quant_noise)
+    return q
+
+
+def float_view(model: nn.Module) -> nn.Module:
+    """The model validation judges: a quant-noise model's float forward (in place),
+    anything else unchanged."""
+    from rdsrn.quant.qat import QATRDSRN
+
+    if isinstance(model, QATRDSRN) and model.mode == "noise":
+        model.mode = "float"
+    return model
+
+
 def teacher(model: nn.Module, cfg: Any) -> nn.Module | None:
     """A frozen FP32 copy of `model` (the `init_from` weights, before the QAT wrapper)
     when the config asks for `qat.distill`, else None."""
@@ -163,6 +191,9 @@ def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dic
     if not isinstance(model, QATRDSRN):
         return model, meta
     meta = dict(meta)
+    if model.mode in ("noise", "float") and not model.learn_ranges:  # quant_noise: FP32
+        meta["recipe"] = {**meta.get("recipe", {}), "quant_noise": model.noise_scale}
+        return model.m, meta
     recipe: dict[str, Any] = {"from": meta.get("recipe", {}).get("init_from")}
     if model.equalization is not None:
         recipe["equalization"] = model.equalization

@@ -303,6 +303,10 @@ class Trainer:
 
             self.teacher = teacher(self.model, cfg)  # before resume: the init_from weights
             self.model = prepare(self.model, cfg, resume_ckpt is None, self.log_text)
+        elif cfg.quant_noise:  # noise-aware FP32 training (training/qat.py)
+            from .qat import noise_model
+
+            self.model = noise_model(self.model, cfg)
         self.scale = self.model.scale
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -450,6 +454,9 @@ class Trainer:
     def validate(self, use_ema: bool = True) -> tuple[float, float]:
         model = self.ema.model if (self.ema and use_ema) else self.model
         model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        from .qat import float_view
+
+        model = float_view(model)  # quant_noise: judge the float model that is saved
         if hasattr(model, "anchor_weight"):  # mid anchor_ramp: judge what will be shipped
             model.anchor_weight = 1.0
         psnr, ssim = self.validator(model)
