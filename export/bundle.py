@@ -46,7 +46,8 @@ BUNDLES: dict[str, tuple[Entry, ...]] = {
 # Models whose INT8 files come from another model's QAT weights: x2 and x3 INT8 from the
 # anchored models (rdsrn_x{2,3}_anchor_qat), whose INT8 loses less than the plain models' on
 # Set5 and BSD68 (benchmarks/results/anchor.md); their FP32 files stay the plain models.
-INT8_FROM: dict[str, str] = {"rdsrn_x2": "rdsrn_x2_anchor", "rdsrn_x3": "rdsrn_x3_anchor"}
+INT8_FROM: dict[str, str] = {"rdsrn_x2": "rdsrn_x2_anchor", "rdsrn_x3": "rdsrn_x3_anchor",
+                             "rdsrn_x4": "rdsrn_x4_anchor"}
 # INT8 settings of the bundled files (see benchmarks/results/export_int8.md).
 CALIB_N = 100  # more patches widened the min/max ranges and lost accuracy (export_int8.md)
 
