@@ -210,7 +210,8 @@ def entry(v: Variant, run_dir: Path, ckpt: dict[str, Any] | None, budget: Budget
         "run_dir": str(run_dir), "train_command": command}
     if ckpt:
         train_s = float(ckpt.get("elapsed", 0.0))
-        e.update(train_s=round(train_s, 1), it_per_s=round(done / train_s, 4) if train_s else None)
+        e.update(train_s=round(train_s, 3),  # to the ms: two toy steps can take < 0.05 s
+                  it_per_s=round(done / train_s, 4) if train_s else None)
     if results:
         e.update(weights=f"{'EMA' if ckpt and ckpt.get('ema') is not None else 'raw'} weights "
                          f"of last.pt at iteration {done}",
