@@ -30,8 +30,8 @@ class TrainConfig:
     anchor_ramp: int = 0  # with model_args {anchor: true} and plain init_from weights: the
     #   anchor skip's weight rises linearly from 0 to 1 over these first iterations (0: 1 throughout)
     quant_noise: float = 0.0  # > 0: FP32 training with uniform noise of this many 8-bit steps
-    #   (of each activation point's per-batch range) at every point the INT8 graphs quantize;
-    #   trains streams that 8-bit grids resolve well, before QAT (rdsrn/training/qat.py)
+    #   (of each activation point's per-batch range) at every point the INT8 graphs quantize:
+    #   teaches the FP32 model to absorb 8-bit rounding, a step before QAT (rdsrn/training/qat.py)
     qat: dict = field(default_factory=dict)  # quantization-aware fine-tuning, e.g. {calib_patches: 32}; see rdsrn/training/qat.py
     # --- data
     train_dirs: list = field(default_factory=lambda: ["../shared/data/train"])  # HR image folders (recursive)
