@@ -206,7 +206,9 @@ def _write_report(args: argparse.Namespace, lines: list[str], cmd: str, footer: 
     lines += ["", f"Command: `python -m rdsrn.benchmarks.runtime_layer {cmd} "
                   f"{' '.join(sys.argv[2:])}`", footer, ""]
     out = RESULTS / args.out
-    out.write_text("\n".join(lines))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out)  # atomic: an interrupted write leaves the old report whole
     if echo:
         print("\n".join(lines))
     print(f"wrote {out}")
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--note", default="", help="a line of context for the report")
     args = p.parse_args(argv)
+    if Path(args.out).name != args.out:  # checked before minutes of benchmarking, not after
+        p.error(f"--out {args.out}: give a file name; reports are written to {RESULTS}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     {"tiling": cmd_tiling, "seams": cmd_seams,
      "overhead": cmd_overhead, "ab": cmd_ab}[args.cmd](args)

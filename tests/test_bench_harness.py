@@ -247,3 +247,15 @@ def test_artifact_cache_key_follows_the_exporter_source(monkeypatch) -> None:
     assert harness._cache_key(case, None, Options()) == before
     monkeypatch.setattr(harness, "_exporter_fingerprint", lambda: "other exporter")
     assert harness._cache_key(case, None, Options()) != before
+
+
+def test_runtime_layer_refuses_an_out_path_before_it_runs(capsys) -> None:
+    """`runtime_layer --out` is a file name under benchmarks/results: a path with folders
+    is a one-line usage error at once, not a traceback after the whole benchmark."""
+    from rdsrn.benchmarks import runtime_layer
+
+    with pytest.raises(SystemExit) as exc:
+        runtime_layer.main(["ab", "--model", "missing_a.onnx", "--model", "missing_b.onnx",
+                            "--out", "benchmarks/results/x.md"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and "--out benchmarks/results/x.md: give a file name" in err[-1]
