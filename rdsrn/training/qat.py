@@ -143,13 +143,11 @@ def noise_model(model: nn.Module, cfg: Any) -> nn.Module:
 
 
 def float_view(model: nn.Module) -> nn.Module:
-    """The model validation judges: a quant-noise model's float forward (in place),
-    anything else unchanged."""
+    """The model validation judges: a quant-noise model's inner float RDSRN (what is
+    saved), anything else unchanged."""
     from rdsrn.quant.qat import QATRDSRN
 
-    if isinstance(model, QATRDSRN) and model.mode == "noise":
-        model.mode = "float"
-    return model
+    return model.m if isinstance(model, QATRDSRN) and model.mode == "noise" else model
 
 
 def teacher(model: nn.Module, cfg: Any) -> nn.Module | None:
@@ -191,7 +189,7 @@ def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dic
     if not isinstance(model, QATRDSRN):
         return model, meta
     meta = dict(meta)
-    if model.mode in ("noise", "float") and not model.learn_ranges:  # quant_noise: FP32
+    if model.mode == "noise":  # quant_noise: FP32 weights, no ranges
         meta["recipe"] = {**meta.get("recipe", {}), "quant_noise": model.noise_scale}
         return model.m, meta
     recipe: dict[str, Any] = {"from": meta.get("recipe", {}).get("init_from")}

@@ -452,11 +452,11 @@ class Trainer:
         self.log_text(f"signal {signum}: saving a checkpoint and stopping")
 
     def validate(self, use_ema: bool = True) -> tuple[float, float]:
-        model = self.ema.model if (self.ema and use_ema) else self.model
-        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         from .qat import float_view
 
-        model = float_view(model)  # quant_noise: judge the float model that is saved
+        # quant_noise: judge the float model that is saved (and copy no noise bank)
+        model = float_view(self.ema.model if (self.ema and use_ema) else self.model)
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         if hasattr(model, "anchor_weight"):  # mid anchor_ramp: judge what will be shipped
             model.anchor_weight = 1.0
         psnr, ssim = self.validator(model)
