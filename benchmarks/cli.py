@@ -299,6 +299,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for k, v in doc["peaks"].items():
         print(f"peak {k}: {v}")
+    if args.suite == "device":
+        print(default_choice_line(machine))
     if not args.no_write:
         out = Path(args.out) if args.out else DEFAULT_OUT / report.device_slug(machine)
         name = args.name or args.suite or "bench"
@@ -327,6 +329,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_choice_line(machine: dict[str, Any]) -> str:
+    """Which bundled x4 file `Upscaler()` / `rdsrn upscale` pick on `machine`, and why
+    (the kernel path from its CPU flags; runtimes.bundled.default_choice)."""
+    from rdsrn.runtimes.bundled import default_choice
+    from rdsrn.runtimes.errors import UserError
+
+    from .report import cpu_class
+
+    kp = cpu_class(machine)
+    try:
+        path, _, why = default_choice(4, kernel_path=kp)
+    except UserError as exc:
+        return f"Default file on this CPU ({kp}): none ({exc})."
+    return f"Default file on this CPU ({kp}): {path.name}: {why}."
+
+
 def make_doc(args: argparse.Namespace, machine: dict[str, Any], rows: list[dict[str, Any]],
              opts: Any) -> dict[str, Any]:
     from . import device_bench as db
@@ -344,6 +362,8 @@ def make_doc(args: argparse.Namespace, machine: dict[str, Any], rows: list[dict[
                      "CPU load measured right before each row.")
     notes.append("Rows with weights=random were measured for speed only (no trained "
                  "weights for that architecture/configuration).")
+    if args.suite == "device":
+        notes.append(default_choice_line(machine))
     return {
         "name": args.name or args.suite or "bench",
         "command": "rdsrn " + " ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv[1:]),

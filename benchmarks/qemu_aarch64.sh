@@ -24,7 +24,7 @@ LITERT=${LITERT_VERSION:-2.1.6}
 PYVER=3.11
 HERE=$(cd "$(dirname "$0")" && pwd)
 SITE=$ROOT/site
-mkdir -p "$ROOT" "$SITE" "$ROOT/wheels"
+mkdir -p "$ROOT"
 
 # 1.-2. qemu-user-static and an arm64 Python unpacked into $SYSROOT (shared with
 # qemu_aarch64_wheel.sh); also defines log and run_aarch64.
@@ -34,14 +34,7 @@ ensure_qemu
 ensure_sysroot
 
 # 3. aarch64 wheels, unzipped into $SITE
-if [ ! -d "$SITE/ai_edge_litert" ]; then
-  log "downloading aarch64 wheels (numpy, ai-edge-litert==$LITERT)"
-  "$HOST_PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" \
-    --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
-    --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
-    -d "$ROOT/wheels" "numpy<2.3" "ai-edge-litert==$LITERT"
-  for whl in "$ROOT"/wheels/*.whl; do "$HOST_PY" -m zipfile -e "$whl" "$SITE"; done
-fi
+ensure_site "numpy<2.3" "ai-edge-litert==$LITERT"
 
 # 4. run the device part: reference on this machine, then under emulation
 cp "$HERE/device_bench.py" "$ROOT/device_bench.py"

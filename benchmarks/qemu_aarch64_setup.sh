@@ -3,7 +3,8 @@
 # Python from Debian's arm64 packages unpacked (not installed) into a sysroot folder.
 # Needs root (apt-get, dpkg --add-architecture) and network access to Debian.
 #
-# Expects: ROOT (a /tmp folder), PYVER (e.g. 3.11). Sets: SYSROOT.
+# Expects: ROOT (a /tmp folder), PYVER (e.g. 3.11); ensure_site also SITE and HOST_PY.
+# Sets: SYSROOT.
 
 SYSROOT=$ROOT/sysroot
 
@@ -51,6 +52,19 @@ aarch64_platform_args() {  # --platform flags for every manylinux tag the sysroo
   top=$(sysroot_glibc_minor) || return 1
   echo "--platform manylinux2014_aarch64"
   for v in $(seq 17 "$top"); do echo "--platform manylinux_2_${v}_aarch64"; done
+}
+
+ensure_site() {  # aarch64 wheels of the requirements "$@", unzipped into $SITE (needs SITE, HOST_PY)
+  local marker=$SITE/.requirements
+  [ -f "$marker" ] && [ "$(cat "$marker")" = "$*" ] && return 0
+  log "downloading aarch64 wheels ($*)"
+  mkdir -p "$SITE" "$ROOT/wheels"
+  # shellcheck disable=SC2046  # one flag per word
+  "$HOST_PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" \
+    $(aarch64_platform_args) -d "$ROOT/wheels" "$@"
+  local whl
+  for whl in "$ROOT"/wheels/*.whl; do "$HOST_PY" -m zipfile -e "$whl" "$SITE"; done
+  echo "$*" >"$marker"
 }
 
 # Run the sysroot's python under qemu with SITE as PYTHONPATH (niced: emulation is

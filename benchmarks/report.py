@@ -142,13 +142,24 @@ def legend_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def cpu_class(machine: dict[str, Any]) -> str:
+    """The machine's int8 kernel path (rdsrn.runtimes.cpu.KERNEL_PATHS) from its CPU
+    flags: what sets which INT8 file is fastest and exact there."""
+    from rdsrn.runtimes.cpu import kernel_path
+
+    return kernel_path(str(machine.get("arch") or "").lower(), set(machine.get("flags") or []))
+
+
 def device_slug(machine: dict[str, Any]) -> str:
-    """A folder name for a machine: arch-cpu-Ncores (e.g. x86_64-amd-epyc-2c)."""
+    """A folder name for a machine: arch-class-cpu-Ncores, the class being its int8
+    kernel path (e.g. x86_64-vnni-amd-epyc-2c for a Zen 4, x86_64-avx2-amd-epyc-2c for a
+    Zen 3: the vendor alone does not tell them apart)."""
     name = machine.get("board") or machine.get("cpu") or machine.get("model") or "unknown"
     slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:40] or "unknown"
     arch = machine.get("arch") or "unknown"
+    cls = cpu_class(machine).split("-", 1)[-1]
     cores = machine.get("cores")
-    return f"{arch}-{slug}" + (f"-{cores}c" if cores else "")
+    return f"{arch}-{cls}-{slug}" + (f"-{cores}c" if cores else "")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -223,7 +223,8 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
                   keep_float: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
     """Static QDQ quantization of an FP32 onnx.ModelProto; returns (model, info).
 
-    Weights int8 per output channel (symmetric); activations `act_type` (asymmetric),
+    Weights int8 per output channel (symmetric, pair-safe scales: export.saturation);
+    activations `act_type` (asymmetric),
     ranges from `calib` by `method`. `exclude_cca` keeps the channel attention's ops
     (mean/std/MLP/sigmoid/mul) in float; `keep_float` names layer groups
     (rdsrn.quant.qat.GROUPS) whose nodes stay float.
@@ -262,9 +263,14 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
         q = onnx.load(str(dst))
     prune_opset_imports(q)
     copy_io_dim_names(fp32, q)
+    from .saturation import make_pair_safe
+
+    bound = make_pair_safe(q, fp32)
     info = {"method": f"onnxruntime static QDQ, {method} calibration"
                       + (f" ({percentile} percentile)" if method == "percentile" else ""),
-            "weights": "int8 symmetric, per output channel",
+            "weights": "int8 symmetric per output channel, pair-safe scales (any two weights "
+                       "of a channel sum to at most 128: exact on saturating int16 kernels)",
+            "pair_bound": bound,
             "activations": f"{act_type} asymmetric, per tensor",
             "io": "float32 (QuantizeLinear/DequantizeLinear inside the graph)",
             "float_ops": "channel attention (CCA)" if exclude_cca else
@@ -286,6 +292,16 @@ def _calibrated_grids(model: Any, calib: CalibrationSet, keep_float: tuple[str, 
     q.calibrate(torch.from_numpy(calib.nchw()).split(10))
     q.widen_streams()
     return q
+
+
+def gate_pair_bound(bound: dict[str, Any], what: str) -> None:
+    """GateError unless no uint8 x int8 pair sum of the file can leave int16."""
+    from .common import GateError
+
+    if not bound["safe"]:
+        raise GateError(f"{what}: saturation gate failed: {bound['worst_conv']} can form a "
+                        f"pair sum of {bound['worst_pair_sum']} > {bound['limit']} (int16); "
+                        "no file written")
 
 
 def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32", *,
@@ -357,7 +373,12 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
                                          exclude_cca=exclude_cca, keep_float=keep_float)
             proto.ir_version = max(proto.ir_version, IR_VERSION)
             s["size"] = proto.ByteSize()
+            bound = quant["pair_bound"]
+            s["note"] = (f"pair-safe weights: {bound['coarser_channels']} of "
+                         f"{bound['channels']} channels on a coarser grid, worst uint8 x int8 "
+                         f"pair sum {bound['worst_pair_sum']} <= {bound['limit']}")
         if qat_model is not None:
+            qat_model.weight_rule = "pair_safe"  # the fake-quant model this file computes
             from .qat_ranges import apply_onnx_ranges
 
             what = "QAT: learned" if qat else "min/max (PyTorch observer)"
@@ -387,6 +408,11 @@ def export_onnx(src: ModelSource, out_path: str | Path, precision: str = "fp32",
         eval_info = measure_int8_drop(steps, run, ref, eval_dir, input_size,
                                       int(model.config["scale"]), max_drop, str(out_path))
         delta = eval_info["delta_psnr"]
+        from .saturation import pair_bound
+
+        bound = pair_bound(proto)  # of the file as written, whatever changed its weights
+        gate_pair_bound(bound, str(out_path))
+        quant["pair_bound"] = {k: bound[k] for k in ("worst_pair_sum", "limit", "safe")}
 
     meta = build_metadata(src, fmt="onnx", precision=precision, io_dtype="float32",
                           input_size=input_size, quantization=quant, parity=parity,

@@ -184,7 +184,7 @@ def apply_onnx_ranges(qdq: Any, fp32: Any, qat: Any, sample: np.ndarray) -> dict
         sc.CopyFrom(numpy_helper.from_array(np.array(s, np.float32), sc.name))
         zp.CopyFrom(numpy_helper.from_array(np.array(z, zdtype), zp.name))
         n_set += 1
-    _requantize_biases(qdq, inits, prod)
+    requantize_biases(qdq, inits, prod)
     return {"tensors": n_set, "wide": len(wide), "max_match_error": float(f"{worst:.3g}")}
 
 
@@ -200,7 +200,7 @@ def _to_contrib(qdq: Any, q: Any) -> None:
         qdq.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
 
-def _requantize_biases(qdq: Any, inits: dict[str, Any], prod: dict[str, Any]) -> None:
+def requantize_biases(qdq: Any, inits: dict[str, Any], prod: dict[str, Any]) -> None:
     """int32 conv biases again at scale (input scale x weight scale), after the
     activation grids changed."""
     from onnx import numpy_helper

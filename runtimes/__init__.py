@@ -15,11 +15,13 @@ from typing import Any
 
 from .errors import MissingExtraError, UserError
 
-__all__ = ["Upscaler", "default_model_path", "bundled_models", "resolve_model",
-           "UserError", "MissingExtraError"]
+__all__ = ["Upscaler", "InexactOnThisCPU", "default_model_path", "default_choice",
+           "bundled_models", "resolve_model", "UserError", "MissingExtraError"]
 
 _LAZY = {
     "Upscaler": ("upscaler", "Upscaler"),
+    "InexactOnThisCPU": ("upscaler", "InexactOnThisCPU"),
+    "default_choice": ("bundled", "default_choice"),
     "default_model_path": ("bundled", "default_model_path"),
     "bundled_models": ("bundled", "bundled_models"),
     "resolve_model": ("bundled", "resolve_model"),

@@ -14,17 +14,60 @@ from .formats import FORMATS
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
-# Preference for the default model, best first (format, precision): the fastest bundled
-# file first. Speed measured on 2 x86 cores (benchmarks/results/runtime_overhead.md,
-# 320x180 -> 1280x720): TFLite INT8 0.39 s, ONNX INT8 0.57 s, TFLite FP32 1.52 s, ONNX
-# FP32 1.60 s. INT8 may lead because the exporter writes an INT8 file only within its
-# Set5 PSNR-drop gate (0.3 dB, recorded in the file as `delta_psnr`; checked for every
-# bundled file by tests/test_wheel_install.py), so with only onnxruntime installed the
-# default is the INT8 ONNX file, with only LiteRT the INT8 TFLite file.
-PREFERENCE: tuple[tuple[str, str], ...] = (
-    ("tflite", "int8"), ("onnx", "int8"), ("tflite", "fp32"), ("onnx", "fp32"),
-    ("tflite", "fp16"),
-)
+# The default file per CPU kernel path (runtimes.cpu.KERNEL_PATHS): the bundled
+# (format, precision) pairs, fastest first, among files exact on that path. Exactness is
+# from the INT8 kernel-path matrix (benchmarks/results/int8_paths.md: every bundled INT8
+# file is within its target on every path; the ONNX files are pair-safe, so onnxruntime's
+# saturating int16 kernels are exact on them too). Speed, 320x180 -> 1280x720, 2 threads
+# (README "Which file runs by default"): on x86 with VNNI or AMX and on ARM, LiteRT's
+# XNNPACK int8 kernels are the fastest (4-5.5x FP32 on VNNI/AMX); on x86 without VNNI
+# XNNPACK widens int8 to 16 bits and runs near FP32 speed (1.10x on AMD Zen 3) while
+# onnxruntime's int8 kernels run 1.6x TFLite FP32 there.
+_FAST_INT8_TFLITE = (("tflite", "int8"), ("onnx", "int8"), ("tflite", "fp32"), ("onnx", "fp32"),
+                     ("tflite", "fp16"))
+_FAST_INT8_ONNX = (("onnx", "int8"), ("tflite", "int8"), ("tflite", "fp32"), ("onnx", "fp32"),
+                   ("tflite", "fp16"))
+DEFAULT_ORDER: dict[str, tuple[tuple[str, str], ...]] = {
+    "x86-amx": _FAST_INT8_TFLITE, "x86-vnni": _FAST_INT8_TFLITE,
+    "x86-avx512": _FAST_INT8_ONNX, "x86-avx2": _FAST_INT8_ONNX, "x86-sse": _FAST_INT8_ONNX,
+    "arm64-neon": _FAST_INT8_TFLITE, "arm64-dotprod": _FAST_INT8_TFLITE,
+    "arm64-i8mm": _FAST_INT8_TFLITE, "arm64-sve": _FAST_INT8_TFLITE,
+    # Not characterised: the pair-safe INT8 ONNX file, whose exactness needs nothing of the
+    # kernel but int16 or wider sums (a proof from its weights, not a measurement).
+    "unknown": _FAST_INT8_ONNX,
+}
+# Why each order: one line per kernel path, shown by `rdsrn bench --suite device`.
+DEFAULT_WHY: dict[str, str] = {
+    "x86-amx": "LiteRT INT8 is the fastest file on x86 with AMX or VNNI",
+    "x86-vnni": "LiteRT INT8 is the fastest file on x86 with AMX or VNNI",
+    "x86-avx512": "no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones "
+                  "(the pair-safe ONNX file is exact on their saturating int16 sums)",
+    "x86-avx2": "no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones "
+                "(the pair-safe ONNX file is exact on their saturating int16 sums)",
+    "x86-sse": "no AVX2: onnxruntime's INT8 file (pair-safe, exact)",
+    "arm64-neon": "LiteRT INT8 (XNNPACK NEON kernels), exact on this path",
+    "arm64-dotprod": "LiteRT INT8 (XNNPACK dot-product kernels), exact on this path",
+    "arm64-i8mm": "LiteRT INT8 (XNNPACK i8mm kernels), exact on this path",
+    "arm64-sve": "LiteRT INT8, exact on this path",
+    "unknown": "a CPU the INT8 matrix does not cover: the most conservative exact file, the "
+               "pair-safe INT8 ONNX (exact on any kernel that sums in int16 or wider)",
+}
+
+def int8_exactness(meta: dict, kernel_path: str) -> str | None:
+    """None when a file with embedded metadata `meta` computes its exact integer result
+    on `kernel_path`; else one line saying why not and what it costs."""
+    if meta.get("precision") != "int8" or meta.get("format") != "onnx":
+        return None
+    bound = (meta.get("quantization") or {}).get("pair_bound") or {}
+    if bound.get("safe"):
+        return None
+    if kernel_path in ("x86-avx2", "x86-avx512"):
+        return ("its int8 weights are not pair-safe and onnxruntime adds uint8 x int8 pairs "
+                "into a saturating int16 on x86 without VNNI: expect a loss of up to 0.8 dB "
+                "(measured 0.4-0.8 dB on Set5 for such files)")
+    if kernel_path == "unknown":
+        return "its int8 weights are not pair-safe, and this CPU's int8 kernels are unknown"
+    return None
 
 
 def runtime_available(fmt: str) -> bool:
@@ -43,15 +86,28 @@ def bundled_models() -> list[Path]:
     return sorted(p for p in MODELS_DIR.iterdir() if p.suffix in suffixes and p.is_file())
 
 
-def default_model_path(scale: int = 4, format: str | None = None) -> Path:
-    """The bundled model to use for `scale`: the first of PREFERENCE that is bundled and
+def default_model_path(scale: int = 4, format: str | None = None,
+                       kernel_path: str | None = None) -> Path:
+    """The bundled model to use for `scale` on this CPU: the first of
+    DEFAULT_ORDER[kernel_path] (default: this CPU's, runtimes.cpu) that is bundled and
     whose runtime is installed (restricted to `format` when given).
 
     Raises UserError when no bundled model fits.
     """
+    return default_choice(scale, format, kernel_path)[0]
+
+
+def default_choice(scale: int = 4, format: str | None = None,
+                   kernel_path: str | None = None) -> tuple[Path, str, str]:
+    """(path, kernel path, why) of default_model_path: the file, the CPU's kernel path
+    and one line on why this file."""
+    from .cpu import this_kernel_path
+
     if format is not None and format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choices: {', '.join(FORMATS)}")
-    candidates = [(f, p) for f, p in PREFERENCE if format in (None, f)]
+    kp = kernel_path or this_kernel_path()
+    order = DEFAULT_ORDER.get(kp, DEFAULT_ORDER["unknown"])
+    candidates = [(f, p) for f, p in order if format in (None, f)]
     present = [(f, MODELS_DIR / f"rdsrn_x{scale}_{p}{FORMATS[f].suffix}")
                for f, p in candidates]
     present = [(f, path) for f, path in present if path.is_file()]
@@ -59,9 +115,12 @@ def default_model_path(scale: int = 4, format: str | None = None) -> Path:
         kind = f" {format}" if format else ""
         raise UserError(f"no bundled{kind} x{scale} model; pass --model PATH "
                         "(make one with `rdsrn export`)")
-    for f, path in present:
+    for i, (f, path) in enumerate(present):
         if runtime_available(f):
-            return path
+            why = DEFAULT_WHY.get(kp, DEFAULT_WHY["unknown"])
+            if i:
+                why = f"{present[0][1].name} needs a runtime not installed; next: {why}"
+            return path, kp, why
     f = present[0][0]
     extra = FORMATS[f].runtime_extra
     raise UserError(f"the bundled x{scale} models need a runtime: pip install 'rdsrn[{extra}]'")

@@ -12,6 +12,7 @@ import argparse
 import glob
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import UserError
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when there is a single input file")
     parser.add_argument("--model", metavar="PATH|NAME",
                         help="model file (.onnx / .tflite) or bundled model name, e.g. "
-                             "rdsrn_x4 or rdsrn_x4_int8.tflite (default: bundled model)")
+                             "rdsrn_x4 or rdsrn_x4_int8.tflite (default: the bundled file "
+                             "fastest and exact on this CPU; see `rdsrn bench --suite device`)")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4),
                         help="upscaling factor: picks the bundled model; with --model it "
                              "must match the model")
@@ -123,15 +125,24 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from .bundled import resolve_model
+    from .bundled import default_choice, resolve_model
     from .io import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, copy_audio, cv_reason, is_video,
                      read_image, read_video, resolve_max_pixels, write_image, write_video)
-    from .upscaler import Upscaler
+    from .upscaler import InexactOnThisCPU, Upscaler
 
     max_pixels = resolve_max_pixels(getattr(args, "max_pixels", None))
-    model_path = resolve_model(args.model, args.scale)
-    upscaler = Upscaler(model_path, backend=args.backend, threads=args.threads,
-                        tile=args.tile, overlap=args.overlap)
+    if args.model is None:
+        model_path, kernel_path, why = default_choice(args.scale or 4)
+        if kernel_path == "unknown":
+            print(f"rdsrn upscale: note: {model_path.name}: {why}", file=sys.stderr)
+    else:
+        model_path = resolve_model(args.model, args.scale)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InexactOnThisCPU)
+        upscaler = Upscaler(model_path, backend=args.backend, threads=args.threads,
+                            tile=args.tile, overlap=args.overlap)
+    for w in caught:  # one line each (warnings' default format takes two)
+        print(f"rdsrn upscale: warning: {w.message}", file=sys.stderr)
     if args.scale is not None and args.scale != upscaler.scale:
         raise UserError(f"{model_path} is a x{upscaler.scale} model, not x{args.scale}")
     s = upscaler.scale

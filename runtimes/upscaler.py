@@ -11,6 +11,7 @@ replicated to RGB and averaged back); alpha is resized with bicubic interpolatio
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,14 +42,21 @@ def _check_float_range(image: np.ndarray) -> None:
                         "(divide 8-bit data by 255, or clip)")
 
 
+class InexactOnThisCPU(UserWarning):
+    """A model file runs on a CPU whose int8 kernels do not compute it exactly."""
+
+
 class Upscaler:
     """Super-resolve images with an exported model file (.onnx or .tflite).
 
     Args:
         model_path: the model file, or a bundled model's name ("rdsrn_x4_int8.tflite",
-            "rdsrn_x4_int8", "rdsrn_x4": see runtimes.bundled). Its embedded metadata
-            sets everything: scale, tensor layout, fixed or dynamic input size, value
-            range, precision, I/O dtype.
+            "rdsrn_x4_int8", "rdsrn_x4": see runtimes.bundled); None: the bundled file
+            that is fastest and exact on this CPU (runtimes.bundled.default_choice). Its
+            embedded metadata sets everything: scale, tensor layout, fixed or dynamic
+            input size, value range, precision, I/O dtype.
+        scale: with no model_path, the scale of the default file (2, 3 or 4; default
+            4); with one, it must be the file's scale.
         backend: "auto" (by file content), "onnxruntime" or "litert".
         threads: CPU threads for the runtime (default: all available cores).
         tile: largest LR tile side in pixels (default DEFAULT_TILE); tiles are shrunk
@@ -61,14 +69,18 @@ class Upscaler:
     when dynamic), min_input, tile, overlap, threads, backend (runtime name), metadata.
     """
 
-    def __init__(self, model_path: str | Path, *, backend: str = "auto",
-                 threads: int | None = None, tile: int | None = None,
+    def __init__(self, model_path: str | Path | None = None, *, scale: int | None = None,
+                 backend: str = "auto", threads: int | None = None, tile: int | None = None,
                  overlap: int | None = None) -> None:
         from .bundled import resolve_model  # a file path, or a bundled name
 
-        self.model_path = resolve_model(str(model_path))
+        self.model_path = resolve_model(None if model_path is None else str(model_path),
+                                        scale)
         self._backend = load_backend(self.model_path, backend, threads)
         meta = self._backend.metadata
+        if scale is not None and int(meta["scale"]) != scale:
+            raise UserError(f"{self.model_path} is a x{meta['scale']} model, not x{scale}")
+        self._warn_if_inexact(meta)
         self.metadata: dict[str, Any] = meta
         self.scale: int = self._backend.scale
         self.layout: str = self._backend.layout
@@ -96,6 +108,23 @@ class Upscaler:
         if self.tile and not 0 <= self.overlap <= limit:
             raise UserError(f"overlap must be in [0, {limit}] for tile {self.tile}, "
                             f"got {self.overlap}")
+
+    def _warn_if_inexact(self, meta: dict[str, Any]) -> None:
+        """An INT8 file that is not exact on this CPU's kernel path runs, with one
+        InexactOnThisCPU warning naming the expected loss and the exact default here."""
+        from .bundled import default_model_path, int8_exactness
+        from .cpu import this_kernel_path
+
+        kp = this_kernel_path()
+        reason = int8_exactness(meta, kp)
+        if reason is None:
+            return
+        try:
+            better = f"; the exact default here is {default_model_path(int(meta['scale'])).name}"
+        except UserError:
+            better = ""
+        warnings.warn(InexactOnThisCPU(f"{self.model_path.name} is not exact on this CPU "
+                                       f"({kp}): {reason}{better}"), stacklevel=3)
 
     def __repr__(self) -> str:
         size = "dynamic" if self.input_size is None else f"{self.input_size}"

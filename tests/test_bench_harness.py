@@ -110,11 +110,20 @@ def test_plot_with_psnr(tmp_path):
     assert not report.plot_png([dict(status="ok", p50_ms=1.0)], tmp_path / "q.png", "t")
 
 
-def test_device_slug():
-    assert report.device_slug({"arch": "x86_64", "cpu": "AMD EPYC", "cores": 2}) == \
-        "x86_64-amd-epyc-2c"
+def test_device_slug_names_the_cpu_class():
+    """Zen 3 and Zen 4 both say "AMD EPYC": the folder tells them apart by kernel path."""
+    zen3 = {"arch": "x86_64", "cpu": "AMD EPYC", "cores": 2, "flags": ["avx2", "fma"]}
+    zen4 = {**zen3, "flags": ["avx2", "avx512bw", "avx512_vnni", "avx512_bf16"]}
+    assert report.device_slug(zen3) == "x86_64-avx2-amd-epyc-2c"
+    assert report.device_slug(zen4) == "x86_64-vnni-amd-epyc-2c"
+    assert report.device_slug({**zen4, "flags": zen4["flags"] + ["amx_int8"]}) == \
+        "x86_64-amx-amd-epyc-2c"
     assert report.device_slug({"arch": "aarch64", "board": "Raspberry Pi 5 Model B",
-                               "cores": 4}) == "aarch64-raspberry-pi-5-model-b-4c"
+                               "cores": 4, "flags": ["asimd", "asimddp"]}) == \
+        "aarch64-dotprod-raspberry-pi-5-model-b-4c"
+    assert report.device_slug({"arch": "aarch64", "board": "Raspberry Pi 4 Model B",
+                               "cores": 4, "flags": ["asimd"]}) == \
+        "aarch64-neon-raspberry-pi-4-model-b-4c"
 
 
 def test_accuracy_and_delta_psnr(tmp_path, set5_dir):

@@ -56,6 +56,7 @@ def test_points_match_the_onnx_qdq_graph(data_dir: Path, anchor: bool) -> None:
 
     src = small_source(anchor=anchor)
     q, calib = _calibrated(src.model, data_dir)
+    q.weight_rule = "pair_safe"  # the ONNX file's weight grids
     with torch.no_grad():  # move the ranges away from what onnxruntime calibrates
         q.act_log_scale.add_(math.log(3.0))
     fp32 = build_fp32(src.model)
@@ -448,3 +449,37 @@ def test_weights_only_and_activations_only_switches(data_dir: Path, tmp_path: Pa
     assert all(r["Set5_delta"] < 0 for r in rows.values())
     assert rows["all INT8"]["Set5_delta"] < rows["weights INT8, activations float"]["Set5_delta"]
     assert rows["all INT8"]["Set5_delta"] < rows[int8_sensitivity.WIDE]["Set5_delta"]
+
+
+def test_pair_safe_qat_from_qat_weights(tmp_path: Path) -> None:
+    """qat.weight_rule: pair_safe trains on the ONNX files' weight grids and is recorded in
+    the metadata; qat.init_ranges starts from the init weights' learned ranges instead of
+    calibrating; both are checked."""
+    from rdsrn.quant.qat import QATRDSRN, qat_from_metadata, qat_metadata
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import save_weights
+
+    _, common = _tiny_qat_setup(tmp_path, images=2, side=264)
+    m = RDSRN(scale=4, **TINY)
+    q = QATRDSRN(m)
+    with torch.no_grad():
+        q.act_log_scale.fill_(math.log(0.02))
+    init = tmp_path / "qat.safetensors"
+    save_weights(init, m, {"qat": qat_metadata(q)})
+    sets = [*common, f"init_from={init}", "iterations=1", "val_every=0"]
+    t = Trainer(load_config("rdsrn_x4_qat", sets + [f"out_dir={tmp_path / 'a'}",
+                "qat={weight_rule: pair_safe, init_ranges: true}"]), progress=False)
+    assert t.model.weight_rule == "pair_safe"
+    got, want = t.model.ranges(), q.ranges()
+    assert got.keys() == want.keys() and all(
+        got[k]["zero_point"] == want[k]["zero_point"]
+        and math.isclose(got[k]["scale"], want[k]["scale"], rel_tol=1e-6) for k in got)
+    meta = qat_metadata(t.model)
+    assert meta["weight_rule"] == "pair_safe"
+    assert qat_from_metadata(RDSRN(scale=4, **TINY), {"qat": meta}, "x").weight_rule == "pair_safe"
+    for bad, match in (("{weight_rule: seven_bit}", "qat.weight_rule"),
+                       ("{init_ranges: true, equalize: true}", "exclude each other")):
+        with pytest.raises(UserError, match=match):
+            Trainer(load_config("rdsrn_x4_qat", sets + [f"out_dir={tmp_path / 'b'}",
+                                                        f"qat={bad}"]), progress=False)

@@ -17,7 +17,7 @@ from rdsrn.benchmarks import qemu_check
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "qemu_aarch64_wheel.sh"
 SHELL_FILES = [SCRIPT, REPO / "benchmarks" / "qemu_aarch64_setup.sh",
-               REPO / "benchmarks" / "qemu_aarch64.sh"]
+               REPO / "benchmarks" / "qemu_aarch64.sh", REPO / "benchmarks" / "int8_paths_setup.sh"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 

@@ -236,7 +236,7 @@ def test_torch_commands_fail_in_one_line_naming_the_extra(venv) -> None:
 
 
 def test_bundled_int8_files_pass_the_export_gate() -> None:
-    """PREFERENCE may put INT8 first only because every bundled INT8 file is within the
+    """The default may be an INT8 file only because every bundled INT8 file is within the
     exporter's Set5 gate (0.3 dB, sign-agnostic here)."""
     from rdsrn.benchmarks.cli import _embedded_metadata
     from rdsrn.runtimes.bundled import MODELS_DIR
@@ -249,15 +249,21 @@ def test_bundled_int8_files_pass_the_export_gate() -> None:
         assert abs(float(meta["delta_psnr"])) <= 0.3, (path.name, meta["delta_psnr"])
 
 
-@pytest.mark.parametrize("scale, installed, expected", [
-    (4, {"onnx"}, "rdsrn_x4_int8.onnx"), (4, {"tflite"}, "rdsrn_x4_int8.tflite"),
-    (4, {"onnx", "tflite"}, "rdsrn_x4_int8.tflite"),
-    (3, {"onnx"}, "rdsrn_x3_int8.onnx"), (3, {"onnx", "tflite"}, "rdsrn_x3_int8.tflite"),
-    (2, {"onnx"}, "rdsrn_x2_int8.onnx"), (2, {"onnx", "tflite"}, "rdsrn_x2_int8.tflite")])
-def test_default_model_is_the_fastest_bundled_file(monkeypatch, scale, installed,
+@pytest.mark.parametrize("scale, installed, kp, expected", [
+    (4, {"onnx"}, "x86-vnni", "rdsrn_x4_int8.onnx"),
+    (4, {"tflite"}, "x86-avx2", "rdsrn_x4_int8.tflite"),
+    (4, {"onnx", "tflite"}, "x86-vnni", "rdsrn_x4_int8.tflite"),
+    (4, {"onnx", "tflite"}, "x86-avx2", "rdsrn_x4_int8.onnx"),
+    (3, {"onnx"}, "arm64-dotprod", "rdsrn_x3_int8.onnx"),
+    (3, {"onnx", "tflite"}, "arm64-dotprod", "rdsrn_x3_int8.tflite"),
+    (2, {"onnx"}, "x86-amx", "rdsrn_x2_int8.onnx"),
+    (2, {"onnx", "tflite"}, "x86-amx", "rdsrn_x2_int8.tflite"),
+    (2, {"onnx", "tflite"}, "x86-avx2", "rdsrn_x2_int8.onnx")])
+def test_default_model_is_the_fastest_bundled_file(monkeypatch, scale, installed, kp,
                                                     expected) -> None:
     import rdsrn.runtimes.bundled as bundled
 
     monkeypatch.setattr(bundled, "runtime_available", lambda fmt: fmt in installed)
+    monkeypatch.setenv("RDSRN_KERNEL_PATH", kp)
     assert bundled.default_model_path(scale).name == expected
     assert bundled.resolve_model(f"rdsrn_x{scale}").name == expected

@@ -165,11 +165,38 @@ def _fixed_fq(x: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_tensor_affine(x, PIXEL_SCALE, 0, 0, 255)
 
 
-def fq_weight(w: torch.Tensor) -> torch.Tensor:
-    """int8 symmetric per-output-channel fake quantization (straight-through)."""
-    scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / 127.0).clamp_min(1e-12)
+# Weight grids. "max": scale max|w| / 127 per output channel (the TFLite files, and any
+# runtime whose int8 kernels accumulate in 32 bits). "pair_safe" (the ONNX files): the
+# scale is also at least (sum of the two largest weights of one sign) / 127.5, so any two
+# int8 weights of a channel sum to at most 128 in magnitude and a pair of uint8 x int8
+# products stays within int16 (255 * 128 = 32640 <= 32767). x86 CPUs without VNNI add such
+# pairs into a saturating int16 (vpmaddubsw, onnxruntime's U8S8 kernels on AVX2 and
+# AVX-512BW); on every other kernel the rule only costs weight precision (about 1 bit).
+WEIGHT_RULES = ("max", "pair_safe")
+PAIR_SUM_LIMIT = 128  # largest |w_a + w_b| (same sign, int8 steps) of a pair_safe channel
+
+
+def weight_scales(w: torch.Tensor, rule: str = "max") -> torch.Tensor:
+    """Per-output-channel int8 scales of conv weights `w` (O, I, kh, kw) by `rule`
+    (WEIGHT_RULES); float32 tensor of shape (O,), every value > 0."""
+    if rule not in WEIGHT_RULES:
+        raise ValueError(f"unknown weight rule {rule!r}; choices: {', '.join(WEIGHT_RULES)}")
+    flat = w.detach().reshape(w.shape[0], -1).float()
+    scale = flat.abs().amax(dim=1) / 127.0
+    if rule == "pair_safe":
+        k = min(2, flat.shape[1])
+        top_pos = flat.clamp_min(0.0).topk(k, dim=1).values.sum(dim=1)
+        top_neg = (-flat).clamp_min(0.0).topk(k, dim=1).values.sum(dim=1)
+        # round(a) + round(b) <= a + b + 1 = PAIR_SUM_LIMIT for a + b = PAIR_SUM_LIMIT - 0.5
+        scale = torch.maximum(scale, torch.maximum(top_pos, top_neg) / (PAIR_SUM_LIMIT - 0.5))
+    return scale.clamp_min(1e-12)
+
+
+def fq_weight(w: torch.Tensor, rule: str = "max") -> torch.Tensor:
+    """int8 symmetric per-output-channel fake quantization (straight-through), range
+    [-127, 127], scales by `rule` (weight_scales)."""
     zp = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-    return torch.fake_quantize_per_channel_affine(w, scale.float(), zp, 0, -127, 127)
+    return torch.fake_quantize_per_channel_affine(w, weight_scales(w, rule), zp, 0, -127, 127)
 
 
 def _is_nhwc(x: torch.Tensor) -> bool:
@@ -197,7 +224,7 @@ class QATRDSRN(nn.Module):
     """
 
     def __init__(self, model: RDSRN, float_groups: Iterable[str] = (),
-                 learn_ranges: bool = True) -> None:
+                 learn_ranges: bool = True, weight_rule: str = "max") -> None:
         super().__init__()
         if not isinstance(model, RDSRN):
             raise UserError(f"QAT supports RDSRN models only, got {type(model).__name__}")
@@ -236,6 +263,10 @@ class QATRDSRN(nn.Module):
         # activations in "quant" mode. Exporters always quantize both.
         self.quant_weights = True
         self.quant_acts = True
+        if weight_rule not in WEIGHT_RULES:
+            raise UserError(f"unknown weight rule {weight_rule!r}; choices: "
+                            f"{', '.join(WEIGHT_RULES)}")
+        self.weight_rule = weight_rule  # weight_scales: "max", or "pair_safe" for ONNX
 
     def widen_streams(self) -> None:
         """Put the stream points (`stream_point_names`) on 16-bit grids over their 8-bit
@@ -338,7 +369,7 @@ class QATRDSRN(nn.Module):
     def _weights(self) -> dict[str, torch.Tensor]:
         if self.mode != "quant" or not self.quant_weights:
             return {n: m.weight for n, m in self.convs.items()}
-        return {n: (m.weight if conv_group(n) in self.float_groups else fq_weight(m.weight))
+        return {n: (m.weight if conv_group(n) in self.float_groups else fq_weight(m.weight, self.weight_rule))
                 for n, m in self.convs.items()}
 
     # ------------------------------------------------------------------ forward
@@ -455,7 +486,9 @@ class QATRDSRN(nn.Module):
 def qat_metadata(model: QATRDSRN, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """The "qat" entry of a QAT weights file's metadata: scheme and learned ranges."""
     return {"format": QAT_FORMAT,
-            "weights": "int8 symmetric per output channel, scale max|w|/127",
+            "weights": "int8 symmetric per output channel, scale max|w|/127"
+                       + (" or larger (pair_safe)" if model.weight_rule == "pair_safe" else ""),
+            "weight_rule": model.weight_rule,
             "activations": "uint8 asymmetric per tensor (learned scale, zero point)",
             "io": "input and output scale 1/255, zero point 0; output clamp fused",
             "float_groups": sorted(model.float_groups),
@@ -472,7 +505,7 @@ def qat_from_metadata(model: RDSRN, meta: dict[str, Any], what: str) -> QATRDSRN
     if qat.get("format") != QAT_FORMAT:
         raise UserError(f"{what}: QAT ranges of format {qat.get('format')!r}, this version "
                         f"reads {QAT_FORMAT!r} (re-run the QAT fine-tuning)")
-    q = QATRDSRN(model, qat.get("float_groups", ()))
+    q = QATRDSRN(model, qat.get("float_groups", ()), weight_rule=qat.get("weight_rule", "max"))
     q.load_ranges(qat["ranges"])
     return q.eval()
 

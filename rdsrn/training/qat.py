@@ -38,7 +38,8 @@ from rdsrn.runtimes.errors import UserError
 
 CALIB_PATCH_LR = 64  # LR side of a calibration patch, as the INT8 exporters use
 QAT_KEYS = {"calib_patches": int, "float_groups": list, "learn_ranges": bool,
-            "range_lr": float, "zp_lr": float, "distill": bool, "equalize": bool}
+            "range_lr": float, "zp_lr": float, "distill": bool, "equalize": bool,
+            "weight_rule": str, "init_ranges": bool}
 # With learn_ranges: Adam steps of the log-scales (relative range change per step) and of
 # the zero points (uint8 codes per step), before the schedule's warm-up/decay factor.
 DEFAULT_RANGE_LR = 1e-3
@@ -64,6 +65,13 @@ def check_section(section: dict[str, Any]) -> dict[str, Any]:
         if not 0.0 <= section.get(key, 0.0) <= 1.0:
             raise UserError(f"config key 'qat.{key}': must be in [0, 1]")
     check_groups(section.get("float_groups", []), "qat.float_groups")
+    from rdsrn.quant.qat import WEIGHT_RULES
+
+    if section.get("weight_rule", "max") not in WEIGHT_RULES:
+        raise UserError(f"config key 'qat.weight_rule': one of {', '.join(WEIGHT_RULES)}")
+    if section.get("init_ranges") and section.get("equalize"):
+        raise UserError("config keys 'qat.init_ranges' and 'qat.equalize' exclude each other "
+                        "(equalizing changes the streams the learned ranges belong to)")
     return section
 
 
@@ -113,12 +121,13 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
                         "hold the 256 levels of an 8-bit grid exactly)")
     equalize = section.get("equalize", False)
     batches: list[torch.Tensor] = []
-    if calibrate or equalize:  # a plain resume loads its ranges from the checkpoint
+    if (calibrate and not section.get("init_ranges")) or equalize:  # resume: checkpoint ranges
         device = next(model.parameters()).device
         batches = [b.to(device) for b in calibration_batches(
             cfg.train_dirs, model.scale, CALIB_PATCH_LR, section.get("calib_patches", 32),
             cfg.seed + 7)]
-    q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True))
+    q = QATRDSRN(model, section.get("float_groups", []), section.get("learn_ranges", True),
+                 weight_rule=section.get("weight_rule", "max"))
     if equalize:
         # Also on resume (the checkpoint's weights replace these): the same data and
         # seed give the same record for the metadata.
@@ -126,7 +135,15 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
 
         q.equalization = equalize_model(model, batches)
         log(f"qat: {summary(q.equalization)}")
-    if calibrate:
+    if calibrate and section.get("init_ranges"):
+        from rdsrn.weights import load_state
+
+        _, meta = load_state(cfg.init_from)
+        if not isinstance(meta.get("qat"), dict):
+            raise UserError(f"qat.init_ranges: {cfg.init_from} holds no QAT ranges")
+        q.load_ranges(meta["qat"]["ranges"])
+        log(f"qat: {len(q.points)} activation ranges from {cfg.init_from}")
+    elif calibrate:
         seen = q.calibrate(batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
     return q
