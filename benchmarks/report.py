@@ -155,7 +155,8 @@ def device_slug(machine: dict[str, Any]) -> str:
     kernel path (e.g. x86_64-vnni-amd-epyc-2c for a Zen 4, x86_64-avx2-amd-epyc-2c for a
     Zen 3: the vendor alone does not tell them apart)."""
     name = machine.get("board") or machine.get("cpu") or machine.get("model") or "unknown"
-    slug = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")[:40] or "unknown"
+    name = re.sub(r"\((r|tm|c)\)", "", str(name).lower())  # Intel(R) Xeon(R) -> intel xeon
+    slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:40] or "unknown"
     arch = machine.get("arch") or "unknown"
     cls = cpu_class(machine).split("-", 1)[-1]
     cores = machine.get("cores")

@@ -21,7 +21,8 @@ from .errors import UserError
 # Kernel paths: the int8 arithmetic a CPU class gets, one id each (used by the default
 # model choice, the INT8 kernel-path matrix and the benchmark folder names).
 KERNEL_PATHS: dict[str, str] = {
-    "x86-sse": "x86-64 without AVX2 (SSE4.1 or older)",
+    "x86-sse": "x86-64 with SSE4.2 but no AVX2 (the least numpy's and onnxruntime's "
+               "wheels run on)",
     "x86-avx2": "x86 AVX2 without VNNI: onnxruntime's U8S8 kernels add pairs of uint8 x "
                 "int8 products into a saturating int16 (vpmaddubsw)",
     "x86-avx512": "x86 AVX-512BW without VNNI: the same saturating int16 pairs, 512 bits wide",

@@ -11,7 +11,9 @@ Every artifact carries its metadata inside the file as one JSON object under the
     color_order   "RGB"
     precision     "fp32" | "fp16" | "int8"
     io_dtype      "float32" | "uint8" | "int8" (dtype of the input/output tensors)
-    quantization  {} or details (method, calibration images/patches, per_channel, ...)
+    quantization  {} or details (method, calibration images/patches, per_channel, ...);
+                  INT8 ONNX: pair_bound {worst_pair_sum, limit, safe}, the proof that no
+                  uint8 x int8 pair sum leaves int16 (exact on x86 kernels without VNNI)
     input_size    "dynamic" or [H, W] (LR input size the file accepts)
     min_input     int, smallest LR side the model accepts
     model         registry name (e.g. "rdsrn_x4"), recursions, csr

@@ -121,6 +121,9 @@ def test_device_slug_names_the_cpu_class():
     assert report.device_slug({"arch": "aarch64", "board": "Raspberry Pi 5 Model B",
                                "cores": 4, "flags": ["asimd", "asimddp"]}) == \
         "aarch64-dotprod-raspberry-pi-5-model-b-4c"
+    assert report.device_slug({"arch": "x86_64", "cpu": "Intel(R) Xeon(R) Processor", "cores": 2,
+                               "flags": ["avx512_vnni", "amx_int8"]}) == \
+        "x86_64-amx-intel-xeon-processor-2c"
     assert report.device_slug({"arch": "aarch64", "board": "Raspberry Pi 4 Model B",
                                "cores": 4, "flags": ["asimd"]}) == \
         "aarch64-neon-raspberry-pi-4-model-b-4c"

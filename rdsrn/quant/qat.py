@@ -369,7 +369,8 @@ class QATRDSRN(nn.Module):
     def _weights(self) -> dict[str, torch.Tensor]:
         if self.mode != "quant" or not self.quant_weights:
             return {n: m.weight for n, m in self.convs.items()}
-        return {n: (m.weight if conv_group(n) in self.float_groups else fq_weight(m.weight, self.weight_rule))
+        return {n: (m.weight if conv_group(n) in self.float_groups
+                    else fq_weight(m.weight, self.weight_rule))
                 for n, m in self.convs.items()}
 
     # ------------------------------------------------------------------ forward
