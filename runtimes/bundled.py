@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .formats import FORMATS
@@ -53,7 +54,8 @@ DEFAULT_WHY: dict[str, str] = {
                "pair-safe INT8 ONNX (exact on any kernel that sums in int16 or wider)",
 }
 
-def int8_exactness(meta: dict, kernel_path: str) -> str | None:
+
+def int8_exactness(meta: dict[str, Any], kernel_path: str) -> str | None:
     """None when a file with embedded metadata `meta` computes its exact integer result
     on `kernel_path`; else one line saying why not and what it costs."""
     if meta.get("precision") != "int8" or meta.get("format") != "onnx":
@@ -119,7 +121,9 @@ def default_choice(scale: int = 4, format: str | None = None,
         if runtime_available(f):
             why = DEFAULT_WHY.get(kp, DEFAULT_WHY["unknown"])
             if i:
-                why = f"{present[0][1].name} needs a runtime not installed; next: {why}"
+                first = present[0]
+                why += (f" (first choice {first[1].name}: pip install "
+                        f"'rdsrn[{FORMATS[first[0]].runtime_extra}]')")
             return path, kp, why
     f = present[0][0]
     extra = FORMATS[f].runtime_extra

@@ -271,3 +271,16 @@ def test_runtime_layer_refuses_an_out_path_before_it_runs(capsys) -> None:
                             "--out", "benchmarks/results/x.md"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and "--out benchmarks/results/x.md: give a file name" in err[-1]
+
+
+def test_device_suite_names_the_default_and_why(monkeypatch):
+    """`rdsrn bench --suite device` says which bundled file the CPU's kernel path gets."""
+    import rdsrn.runtimes.bundled as bundled
+    from rdsrn.benchmarks.cli import default_choice_line
+
+    monkeypatch.setattr(bundled, "runtime_available", lambda fmt: True)
+    zen3 = {"arch": "x86_64", "flags": ["avx2", "fma"]}
+    line = default_choice_line(zen3)
+    assert line.startswith("Default file on this CPU (x86-avx2): rdsrn_x4_int8.onnx: no VNNI")
+    pi5 = {"arch": "aarch64", "flags": ["asimd", "asimddp"]}
+    assert "(arm64-dotprod): rdsrn_x4_int8.tflite" in default_choice_line(pi5)
