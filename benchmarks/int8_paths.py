@@ -190,8 +190,9 @@ def _write_shim(shim: Path) -> None:
 
 
 def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
-               threads: int, log: Any = print) -> dict[str, Any]:
-    """Results of one runner for `files` (all of one scale per call group); cached."""
+               threads: int, log: Any = print, cached_only: bool = False) -> dict[str, Any]:
+    """Results of one runner for `files`, one worker process per scale; cached under
+    `work`. `cached_only`: no worker runs, only what the cache holds is returned."""
     from rdsrn.runtimes import Upscaler
 
     results: dict[str, Any] = {}
@@ -209,7 +210,7 @@ def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
                 results[f.name] = json.loads(cache.read_text())
             else:
                 todo.append((f, cache))
-        if not todo:
+        if not todo or cached_only:
             continue
         out = work / runner / f"x{scale}.{tag}"
         out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +305,8 @@ def nat_ok(native: dict[str, Any], name: str, ref: dict[str, float], target: flo
                for d in DATASETS)
 
 
-def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
+             not_run: dict[str, list[str]] | None = None) -> str:
     from rdsrn.runtimes.cpu import KERNEL_PATHS
 
     lines = ["# INT8 kernel-path accuracy matrix", "",
@@ -337,6 +339,9 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any]) -> 
         lines.append(f"| {r['runner']} | {r['kernel_path']} | {r['file']} | {cells[0]} | "
                      f"{cells[1]} | {min(worst):+.3f} | {dn} | {same} | "
                      f"{'yes' if r['ok'] else '**no**'} |")
+    if not_run:
+        lines += ["", "Not run (no result in the cache): " + "; ".join(
+            f"{r}: {', '.join(v)}" for r, v in not_run.items()) + "."]
     lines += ["", "Kernel paths:", ""]
     lines += [f"- `{k}`: {v}" for k, v in KERNEL_PATHS.items()]
     return "\n".join(lines) + "\n"
@@ -375,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rdsrn-int8-paths",
                    help="cache of outputs: an interrupted run resumes from it")
     p.add_argument("--name", default="int8_paths", help="report file name (no suffix)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="run nothing: report what the cache under --work holds")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
@@ -396,10 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {"native": run_runner("native", files, full, args.work, args.threads)}
     emulated = [r for r in runners if r != "native"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {r: pool.submit(run_runner, r, files, images, args.work, args.threads)
+        futures = {r: pool.submit(run_runner, r, files, images, args.work, args.threads,
+                                  cached_only=args.cached_only)
                    for r in emulated}
         results.update({r: f.result() for r, f in futures.items()})
     rows = summarize(results, fp32_by_scale, INT8_TARGET_DROP)
+    not_run = {r: sorted(f.name for f in files if f.name not in results.get(r, {}))
+               for r in runners}
+    not_run = {r: v for r, v in not_run.items() if v}
     from .device_bench import machine_info
 
     machine, features, _ = cpu_features()
@@ -407,12 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             "kernel_path": kernel_path(machine, features), "emulators": _emulators()}
     command = "python -m rdsrn.benchmarks.int8_paths " + " ".join(argv)
     doc = {"command": command.strip(), "host": host, "images": [str(i) for i in images],
-           "rows": rows}
+           "rows": rows, "not_run": not_run}
     args.out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(args.out / f"{args.name}.json", (json.dumps(doc, indent=1) + "\n").encode())
-    write_bytes_atomic(args.out / f"{args.name}.md", markdown(rows, doc["command"], host).encode())
+    text = markdown(rows, doc["command"], host, not_run)
+    write_bytes_atomic(args.out / f"{args.name}.md", text.encode())
     bad = [r for r in rows if not r["ok"]]
-    print(markdown(rows, doc["command"], host))
+    print(text)
     print(f"wrote {args.out / args.name}.{{json,md}}")
     return 1 if bad else 0
 

@@ -190,6 +190,9 @@ def test_forced_inexact_file_runs_with_one_warning(monkeypatch, not_pair_safe: P
                                               r"the exact default here is rdsrn_x4_int8"):
         up = Upscaler(not_pair_safe, threads=1)
     assert up.upscale(np.zeros((8, 8, 3), np.uint8)).shape == (32, 32, 3)  # it still runs
+    monkeypatch.setenv("RDSRN_KERNEL_PATH", "x86-sse")
+    with pytest.warns(InexactOnThisCPU, match=r"\(x86-sse\): .*SSE int8 kernels"):
+        Upscaler(not_pair_safe, threads=1)
     monkeypatch.setenv("RDSRN_KERNEL_PATH", "x86-vnni")
     import warnings
 
