@@ -69,6 +69,7 @@ QEMU = {"x86_64": _qemu("x86_64"), "aarch64": _qemu("aarch64")}
 # saturating kernel lost most) and one BSD68 image.
 DEFAULT_IMAGES = ("Set5/bird", "Set5/butterfly", "BSD68/3096")
 DATASETS = ("Set5", "BSD68")
+ROUNDING_LEVELS = 2  # outputs this close to native differ by rounding, not by saturation
 
 
 # ----------------------------------------------------------------------------- worker
@@ -207,7 +208,8 @@ def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
             digest = hashlib.sha256(f.read_bytes()).hexdigest()[:12]
             cache = work / runner / f"{f.name}.{digest}.{tag}.json"
             if cache.is_file():
-                results[f.name] = json.loads(cache.read_text())
+                results[f.name] = {**json.loads(cache.read_text()),
+                                   "outputs": str(cache.with_suffix(".npz"))}
             else:
                 todo.append((f, cache))
         if not todo or cached_only:
@@ -241,7 +243,7 @@ def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
             tmp = cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(row))
             os.replace(tmp, cache)
-            results[f.name] = row
+            results[f.name] = {**row, "outputs": str(cache.with_suffix(".npz"))}
     return results
 
 
@@ -288,21 +290,47 @@ def summarize(results: dict[str, dict[str, Any]], fp32: dict[int, Any],
             else:
                 same = all(r["sr_sha256"][k] == nat["sr_sha256"][k] for k in common)
                 row["same_as_native"] = same
-                row["delta_vs_native"] = round(float(np.mean(
-                    [r["psnr"][k] - nat["psnr"][k] for k in common])), 3)
-                row["ok"] = (within and full) or (same and nat_ok(native, name, ref,
-                                                                  targets[scale]))
+                dn = float(np.mean([r["psnr"][k] - nat["psnr"][k] for k in common]))
+                row["delta_vs_native"] = round(dn, 3)
+                row["max_diff_vs_native"] = _max_diff(r.get("outputs"), nat.get("outputs"),
+                                                      common)
+                # Rounding-level differences (float summation order in the float layers
+                # of mixed files, other requantization rounding on ARM) never exceed a
+                # couple of levels; saturation does (59 levels on the earlier x4 file).
+                close = (row["max_diff_vs_native"] is not None
+                         and row["max_diff_vs_native"] <= ROUNDING_LEVELS)
+                nat_full = nat_deltas(native, name, ref)
+                row["estimated"] = (not same and close and nat_full is not None)
+                row["ok"] = ((within and full)
+                             or (same and nat_ok(native, name, ref, targets[scale]))
+                             or (row["estimated"] and all(
+                                 d + dn >= -targets[scale] for d in nat_full.values())))
             rows.append(row)
     return rows
 
 
-def nat_ok(native: dict[str, Any], name: str, ref: dict[str, float], target: float) -> bool:
-    """The native run of `name` covered every image and is within `target` per dataset."""
+def nat_deltas(native: dict[str, Any], name: str, ref: dict[str, float]
+               ) -> dict[str, float] | None:
+    """Mean ΔPSNR per dataset of the native run of `name`, if it covered every image."""
     r = native.get(name, {})
     if r.get("status") != "ok" or not set(ref) <= set(r["psnr"]):
-        return False
-    return all(np.mean([r["psnr"][k] - ref[k] for k in ref if k.startswith(d + "/")]) >= -target
-               for d in DATASETS)
+        return None
+    return {d: float(np.mean([r["psnr"][k] - ref[k] for k in ref if k.startswith(d + "/")]))
+            for d in DATASETS}
+
+
+def nat_ok(native: dict[str, Any], name: str, ref: dict[str, float], target: float) -> bool:
+    """The native run of `name` covered every image and is within `target` per dataset."""
+    deltas = nat_deltas(native, name, ref)
+    return deltas is not None and all(d >= -target for d in deltas.values())
+
+
+def _max_diff(a: str | None, b: str | None, keys: list[str]) -> int | None:
+    """Largest |difference| (uint8 levels) between two cached output sets on `keys`."""
+    if not a or not b or not Path(a).is_file() or not Path(b).is_file():
+        return None
+    x, y = np.load(a), np.load(b)
+    return int(max(np.abs(x[k].astype(np.int16) - y[k].astype(np.int16)).max() for k in keys))
 
 
 def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
@@ -317,11 +345,14 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
              "ΔPSNR (dB, Y channel) of each bundled INT8 file against the bundled FP32 ONNX "
              "file of the same scale, run natively on the same images; *n* = images. "
              "*same as native*: every output bit-identical to the native run, so the "
-             "runner's PSNR on all images is the native one. *ok*: within the target "
-             "(x2/x3 0.10 dB, x4 0.05 dB) on all of Set5 and BSD68, directly or by being "
-             "the same as native. Accuracy only: no emulated timings.", "",
+             "runner's PSNR on all images is the native one; otherwise the largest "
+             "difference in uint8 levels. *ok*: within the target (x2/x3 0.10 dB, x4 "
+             "0.05 dB) on all of Set5 and BSD68: measured, or by being the same as native, "
+             f"or *est.*: outputs within {ROUNDING_LEVELS} levels of native (rounding, not "
+             "saturation) and the native full-set Δ plus the Δ vs native still within. "
+             "Accuracy only: no emulated timings.", "",
              "| runner | kernel path seen | file | Set5 Δ (n) | BSD68 Δ (n) | worst image Δ "
-             "| Δ vs native | same as native | ok |",
+             "| Δ vs native | same as native (max diff, levels) | ok |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
@@ -334,11 +365,13 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
             cells.append(f"{v['delta']:+.3f} ({v['images']})" if v else "–")
             if v:
                 worst.append(v["worst_image_delta"])
-        same = {True: "yes", False: "**no**", None: "–"}[r["same_as_native"]]
+        same = {True: "yes", False: "no", None: "–"}[r["same_as_native"]]
+        if r.get("max_diff_vs_native") is not None and not r["same_as_native"]:
+            same += f" ({r['max_diff_vs_native']})"
         dn = f"{r['delta_vs_native']:+.3f}" if "delta_vs_native" in r else "–"
+        ok = ("yes (est.)" if r.get("estimated") else "yes") if r["ok"] else "**no**"
         lines.append(f"| {r['runner']} | {r['kernel_path']} | {r['file']} | {cells[0]} | "
-                     f"{cells[1]} | {min(worst):+.3f} | {dn} | {same} | "
-                     f"{'yes' if r['ok'] else '**no**'} |")
+                     f"{cells[1]} | {min(worst):+.3f} | {dn} | {same} | {ok} |")
     if not_run:
         lines += ["", "Not run (no result in the cache): " + "; ".join(
             f"{r}: {', '.join(v)}" for r, v in not_run.items()) + "."]
