@@ -69,7 +69,10 @@ QEMU = {"x86_64": _qemu("x86_64"), "aarch64": _qemu("aarch64")}
 # saturating kernel lost most) and one BSD68 image.
 DEFAULT_IMAGES = ("Set5/bird", "Set5/butterfly", "BSD68/3096")
 DATASETS = ("Set5", "BSD68")
-ROUNDING_LEVELS = 2  # outputs this close to native differ by rounding, not by saturation
+# Per image, outputs within this PSNR of the native ones differ by rounding (a 1-level
+# flip of one intermediate value spreads through ~60 layers to a few output levels, at
+# ±0.01 dB), not by saturation (the earlier x4 file: -1.08 dB on one Set5 image).
+ROUNDING_DB = 0.05
 
 
 # ----------------------------------------------------------------------------- worker
@@ -294,11 +297,10 @@ def summarize(results: dict[str, dict[str, Any]], fp32: dict[int, Any],
                 row["delta_vs_native"] = round(dn, 3)
                 row["max_diff_vs_native"] = _max_diff(r.get("outputs"), nat.get("outputs"),
                                                       common)
-                # Rounding-level differences (float summation order in the float layers
-                # of mixed files, other requantization rounding on ARM) never exceed a
-                # couple of levels; saturation does (59 levels on the earlier x4 file).
-                close = (row["max_diff_vs_native"] is not None
-                         and row["max_diff_vs_native"] <= ROUNDING_LEVELS)
+                # Rounding-level differences: float summation order in the float layers
+                # of mixed files, onnxruntime's other requantization rounding on ARM.
+                close = all(abs(r["psnr"][k] - nat["psnr"][k]) <= ROUNDING_DB
+                            for k in common)
                 nat_full = nat_deltas(native, name, ref)
                 row["estimated"] = (not same and close and nat_full is not None)
                 row["ok"] = ((within and full)
@@ -348,7 +350,7 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
              "runner's PSNR on all images is the native one; otherwise the largest "
              "difference in uint8 levels. *ok*: within the target (x2/x3 0.10 dB, x4 "
              "0.05 dB) on all of Set5 and BSD68: measured, or by being the same as native, "
-             f"or *est.*: outputs within {ROUNDING_LEVELS} levels of native (rounding, not "
+             f"or *est.*: every image within {ROUNDING_DB} dB of native (rounding, not "
              "saturation) and the native full-set Δ plus the Δ vs native still within. "
              "Accuracy only: no emulated timings.", "",
              "| runner | kernel path seen | file | Set5 Δ (n) | BSD68 Δ (n) | worst image Δ "

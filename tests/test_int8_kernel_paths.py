@@ -227,7 +227,8 @@ def test_upscale_cli_says_it_in_one_line(monkeypatch, capsys, tmp_path: Path,
 def test_matrix_verdicts(tmp_path: Path) -> None:
     """int8_paths.summarize: the native run covers every image and is gated; an emulated
     subset is ok by being bit-identical to it, or (est.) by differing by rounding only
-    with the native margin left; a saturating difference or a failed runner is not ok."""
+    (<= 0.05 dB an image) with the native margin left; a saturating loss (0.48 dB) or a
+    failed runner is not ok."""
     from rdsrn.benchmarks.int8_paths import summarize
 
     ref = {"Set5/a": 30.0, "Set5/b": 32.0, "BSD68/c": 28.0}
@@ -244,13 +245,13 @@ def test_matrix_verdicts(tmp_path: Path) -> None:
                  {"Set5/a": "1", "Set5/b": "2", "BSD68/c": "3"})
     results = {"native": {"f.onnx": native},
                "qemu-avx2": {"f.onnx": row({"Set5/a": 29.99}, {"Set5/a": "1"})},
-               "qemu-a72": {"f.onnx": row({"Set5/a": 29.98}, {"Set5/a": "8"}, shift=1)},
+               "qemu-a72": {"f.onnx": row({"Set5/a": 29.98}, {"Set5/a": "8"}, shift=7)},
                "qemu-a76": {"f.onnx": row({"Set5/b": 31.5}, {"Set5/b": "9"}, shift=59)},
                "qemu-a53": {"f.onnx": {"status": "failed", "error": "no CPU"}}}
     rows = {r["runner"]: r for r in summarize(results, {4: {"psnr": ref}}, {4: 0.05})}
     assert rows["native"]["ok"] and rows["native"]["Set5"]["delta"] == -0.015
     assert rows["qemu-avx2"]["same_as_native"] and rows["qemu-avx2"]["ok"]
-    assert rows["qemu-a72"]["max_diff_vs_native"] == 1 and rows["qemu-a72"]["estimated"]
+    assert rows["qemu-a72"]["max_diff_vs_native"] == 7 and rows["qemu-a72"]["estimated"]
     assert rows["qemu-a72"]["ok"]  # -0.015 native, -0.01 vs native: within 0.05
     assert rows["qemu-a76"]["max_diff_vs_native"] == 59 and not rows["qemu-a76"]["ok"]
     assert rows["qemu-a76"]["delta_vs_native"] == -0.48
