@@ -45,7 +45,8 @@ DEFAULT_WHY: dict[str, str] = {
                   "(the pair-safe ONNX file is exact on their saturating int16 sums)",
     "x86-avx2": "no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones "
                 "(the pair-safe ONNX file is exact on their saturating int16 sums)",
-    "x86-sse": "no AVX2: onnxruntime's INT8 file (pair-safe, exact on its int16 pair sums)",
+    "x86-sse": "no AVX2: onnxruntime's INT8 file (its SSE2 kernels widen to 16 bits; "
+               "neither runtime has fast INT8 kernels here)",
     "arm64-neon": "LiteRT INT8 (XNNPACK NEON kernels), exact on this path",
     "arm64-dotprod": "LiteRT INT8 (XNNPACK dot-product kernels), exact on this path",
     "arm64-i8mm": "LiteRT INT8 (XNNPACK i8mm kernels), exact on this path",
@@ -67,10 +68,6 @@ def int8_exactness(meta: dict[str, Any], kernel_path: str) -> str | None:
         return ("its int8 weights are not pair-safe and onnxruntime adds uint8 x int8 pairs "
                 "into a saturating int16 on x86 without VNNI: expect a loss of up to 0.8 dB "
                 "(measured 0.4-0.8 dB on Set5 for such files)")
-    if kernel_path == "x86-sse":
-        return ("its int8 weights are not pair-safe and onnxruntime's SSE int8 kernels can "
-                "saturate int16 pair sums: a few output values off by 1-2 levels (measured "
-                "on x4 Set5)")
     if kernel_path == "unknown":
         return "its int8 weights are not pair-safe, and this CPU's int8 kernels are unknown"
     return None
