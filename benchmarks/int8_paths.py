@@ -374,6 +374,13 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
         ok = ("yes (est.)" if r.get("estimated") else "yes") if r["ok"] else "**no**"
         lines.append(f"| {r['runner']} | {r['kernel_path']} | {r['file']} | {cells[0]} | "
                      f"{cells[1]} | {min(worst):+.3f} | {dn} | {same} | {ok} |")
+    versions: dict[str, str] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            versions.setdefault(r["runner"], ", ".join(
+                f"{k} {v}" for k, v in sorted(r["versions"].items())))
+    lines += ["", "Runtimes each runner used: " + "; ".join(
+        f"{k}: {v}" for k, v in versions.items()) + "."]
     if not_run:
         lines += ["", "Not run (no result in the cache): " + "; ".join(
             f"{r}: {', '.join(v)}" for r, v in not_run.items()) + "."]
