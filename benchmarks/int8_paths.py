@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -128,31 +129,28 @@ def _images(data_root: Path, full: bool, names: tuple[str, ...]) -> list[Path]:
     return [by_stem[n] for n in names]
 
 
-def _lr_inputs(images: list[Path], scale: int) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
-    """LR inputs exactly as rdsrn.evaluate makes them, keyed "dataset/stem"."""
-    from rdsrn.data import make_lr, mod_crop
-    from rdsrn.evaluate import read_hr
+def _pairs(images: list[Path], scale: int) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
+    """(HR, LR, gray) per image by the evaluation protocol (rdsrn.evaluate.load_pair),
+    keyed "dataset/stem"."""
+    from rdsrn.evaluate import load_pair
 
-    lrs, hrs = {}, {}
-    for p in images:
-        hr = read_hr(p)
-        if hr.ndim == 2:
-            hr = np.repeat(hr[:, :, None], 3, axis=2)
-        key = f"{p.parent.name}/{p.stem}"
-        lrs[key] = make_lr(mod_crop(hr, scale), scale)
-        hrs[key] = p
-    return lrs, hrs
+    return {f"{p.parent.name}/{p.stem}": load_pair(p, scale) for p in images}
 
 
-def _score(srs: dict[str, np.ndarray], lrs: dict[str, np.ndarray], hrs: dict[str, Path],
+def _score(srs: dict[str, np.ndarray], pairs: dict[str, tuple[np.ndarray, np.ndarray, bool]],
            scale: int) -> dict[str, float]:
-    """Y-PSNR per image by rdsrn.evaluate's protocol (the SR replayed for its LR)."""
-    from rdsrn.evaluate import _evaluate_image
+    """Y-PSNR per image by the evaluation protocol (rdsrn.evaluate.score_pair)."""
+    from rdsrn.evaluate import score_pair
 
-    out = {}
-    for key, path in hrs.items():
-        out[key] = _evaluate_image(lambda _lr, k=key: srs[k], path, scale)[0]
-    return out
+    return {k: score_pair(srs[k], hr, gray, scale, ssim=False)[0]
+            for k, (hr, _, gray) in pairs.items()}
+
+
+def _scale(path: Path) -> int:
+    """A model file's scale from its embedded metadata (no runtime session)."""
+    from .cli import _embedded_metadata
+
+    return int(_embedded_metadata(path)["scale"])
 
 
 def _command(runner: str, threads: int) -> tuple[list[str], dict[str, str]]:
@@ -197,14 +195,15 @@ def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
                threads: int, log: Any = print, cached_only: bool = False) -> dict[str, Any]:
     """Results of one runner for `files`, one worker process per scale; cached under
     `work`. `cached_only`: no worker runs, only what the cache holds is returned."""
-    from rdsrn.runtimes import Upscaler
+    from rdsrn.data import write_bytes_atomic
 
     results: dict[str, Any] = {}
     by_scale: dict[int, list[Path]] = {}
     for f in files:
-        by_scale.setdefault(Upscaler(f, threads=1).scale, []).append(f)
+        by_scale.setdefault(_scale(f), []).append(f)
     for scale, group in sorted(by_scale.items()):
-        lrs, hrs = _lr_inputs(images, scale)
+        pairs = _pairs(images, scale)
+        lrs = {k: lr for k, (_, lr, _) in pairs.items()}
         tag = hashlib.sha256("|".join(sorted(lrs)).encode()).hexdigest()[:10]
         todo = []
         for f in group:
@@ -239,13 +238,13 @@ def run_runner(runner: str, files: list[Path], images: list[Path], work: Path,
         for f, cache in todo:
             srs = dict(np.load(out / f"{f.name}.npz"))
             row = {"status": "ok", "scale": scale, "seen": seen,
-                   "psnr": _score(srs, lrs, hrs, scale),
+                   "psnr": _score(srs, pairs, scale),
                    "sr_sha256": {k: hashlib.sha256(v.tobytes()).hexdigest()[:16]
                                  for k, v in srs.items()}}
-            np.savez(cache.with_suffix(".npz"), **srs)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(row))
-            os.replace(tmp, cache)
+            buf = io.BytesIO()
+            np.savez(buf, **srs)
+            write_bytes_atomic(cache.with_suffix(".npz"), buf.getvalue())
+            write_bytes_atomic(cache, json.dumps(row).encode())  # last: marks it done
             results[f.name] = {**row, "outputs": str(cache.with_suffix(".npz"))}
     return results
 
@@ -434,12 +433,8 @@ def main(argv: list[str] | None = None) -> int:
              [f for f in bundled_models() if "_int8" in f.name])
     full = _images(data_root(), True, ())
     images = full if args.full else _images(data_root(), False, tuple(args.images.split(",")))
-    scales = {}
-    from rdsrn.runtimes import Upscaler
-
-    for f in files:
-        scales.setdefault(Upscaler(f, threads=1).scale, None)
-    fp32_files = [MODELS_DIR / f"rdsrn_x{s}_fp32.onnx" for s in sorted(scales)]
+    scales = sorted({_scale(f) for f in files})
+    fp32_files = [MODELS_DIR / f"rdsrn_x{s}_fp32.onnx" for s in scales]
     fp32 = run_runner("native", fp32_files, full, args.work, args.threads)
     fp32_by_scale = {r["scale"]: r for r in fp32.values()}
     results = {"native": run_runner("native", files, full, args.work, args.threads)}

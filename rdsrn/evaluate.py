@@ -75,7 +75,10 @@ def read_hr(path: Path) -> np.ndarray:
         raise UserError(f"{path}: not a readable image ({read_error_reason(exc)})") from None
 
 
-def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[float, float]:
+def load_pair(path: Path, scale: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(HR, LR, gray) of one image by the protocol: HR read (a gray image replicated to
+    3 channels), mod-cropped to `scale`; LR its MATLAB bicubic downscale (uint8).
+    UserError for an unreadable image or one too small to score."""
     hr = read_hr(path)
     gray = hr.ndim == 2
     if gray:
@@ -85,19 +88,30 @@ def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[floa
     if min(hr.shape[:2]) < min_side:
         raise UserError(f"{path}: image too small to evaluate at x{scale} "
                         f"(needs at least {min_side}x{min_side} pixels)")
-    lr = make_lr(hr, scale)
-    sr = np.asarray(upscale_fn(lr))
-    if sr.shape != hr.shape or sr.dtype != np.uint8:
-        # ValueError, not UserError: a model fault is never skipped as a bad file.
-        raise ValueError(f"{path}: the model returned {sr.dtype} {sr.shape}, expected "
-                        f"uint8 {hr.shape} for LR {lr.shape[:2]} at x{scale}")
+    return hr, make_lr(hr, scale), gray
+
+
+def score_pair(sr: np.ndarray, hr: np.ndarray, gray: bool, scale: int,
+               ssim: bool = True) -> tuple[float, float | None]:
+    """(Y-PSNR dB, SSIM or None) of SR uint8 against load_pair's HR, `scale` border cropped."""
     if gray:
         # Literature convention (the SR papers' MATLAB scripts): a gray image is scored on
         # its gray values, not on rgb2ycbcr's 16..235 Y of a 3-channel copy. The model sees
         # a 3-channel copy; its output is scored on the rounded mean of its channels.
         hr = hr[:, :, 0]
         sr = np.floor(sr.astype(np.float64).mean(axis=2) + 0.5).astype(np.uint8)
-    return calc_psnr(sr, hr, scale), calc_ssim(sr, hr, scale)
+    return calc_psnr(sr, hr, scale), (calc_ssim(sr, hr, scale) if ssim else None)
+
+
+def _evaluate_image(upscale_fn: UpscaleFn, path: Path, scale: int) -> tuple[float, float]:
+    hr, lr, gray = load_pair(path, scale)
+    sr = np.asarray(upscale_fn(lr))
+    if sr.shape != hr.shape or sr.dtype != np.uint8:
+        # ValueError, not UserError: a model fault is never skipped as a bad file.
+        raise ValueError(f"{path}: the model returned {sr.dtype} {sr.shape}, expected "
+                        f"uint8 {hr.shape} for LR {lr.shape[:2]} at x{scale}")
+    psnr, ssim = score_pair(sr, hr, gray, scale)
+    return psnr, float(ssim)
 
 
 def evaluate_dataset(upscale_fn: UpscaleFn, folder: str | Path, scale: int, *,

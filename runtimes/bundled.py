@@ -28,32 +28,31 @@ _FAST_INT8_TFLITE = (("tflite", "int8"), ("onnx", "int8"), ("tflite", "fp32"), (
                      ("tflite", "fp16"))
 _FAST_INT8_ONNX = (("onnx", "int8"), ("tflite", "int8"), ("tflite", "fp32"), ("onnx", "fp32"),
                    ("tflite", "fp16"))
-DEFAULT_ORDER: dict[str, tuple[tuple[str, str], ...]] = {
-    "x86-amx": _FAST_INT8_TFLITE, "x86-vnni": _FAST_INT8_TFLITE,
-    "x86-avx512": _FAST_INT8_ONNX, "x86-avx2": _FAST_INT8_ONNX, "x86-sse": _FAST_INT8_ONNX,
-    "arm64-neon": _FAST_INT8_TFLITE, "arm64-dotprod": _FAST_INT8_TFLITE,
-    "arm64-i8mm": _FAST_INT8_TFLITE, "arm64-sve": _FAST_INT8_TFLITE,
+_DOT_PRODUCT = "LiteRT INT8 is the fastest file on x86 with AMX or VNNI"
+_NO_VNNI = ("no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones (the "
+            "pair-safe ONNX file is exact on their saturating int16 sums)")
+# kernel path -> (order, why): the one table; why is the line `rdsrn bench --suite device`
+# shows.
+_DEFAULTS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "x86-amx": (_FAST_INT8_TFLITE, _DOT_PRODUCT),
+    "x86-vnni": (_FAST_INT8_TFLITE, _DOT_PRODUCT),
+    "x86-avx512": (_FAST_INT8_ONNX, _NO_VNNI),
+    "x86-avx2": (_FAST_INT8_ONNX, _NO_VNNI),
+    "x86-sse": (_FAST_INT8_ONNX, "no AVX2: onnxruntime's INT8 file, as on AVX2 (exact: its "
+                                 "SSE2 kernels widen to 16 bits; speed not measured)"),
+    "arm64-neon": (_FAST_INT8_TFLITE, "LiteRT INT8 (XNNPACK NEON kernels), exact on this path"),
+    "arm64-dotprod": (_FAST_INT8_TFLITE, "LiteRT INT8 (XNNPACK dot-product kernels), exact on "
+                                         "this path"),
+    "arm64-i8mm": (_FAST_INT8_TFLITE, "LiteRT INT8 (XNNPACK i8mm kernels), exact on this path"),
+    "arm64-sve": (_FAST_INT8_TFLITE, "LiteRT INT8, exact on this path"),
     # Not characterised: the pair-safe INT8 ONNX file, whose exactness needs nothing of the
     # kernel but int16 or wider sums (a proof from its weights, not a measurement).
-    "unknown": _FAST_INT8_ONNX,
+    "unknown": (_FAST_INT8_ONNX, "a CPU the INT8 matrix does not cover: the most conservative "
+                                 "exact file, the pair-safe INT8 ONNX (exact on any kernel that "
+                                 "sums in int16 or wider)"),
 }
-# Why each order: one line per kernel path, shown by `rdsrn bench --suite device`.
-DEFAULT_WHY: dict[str, str] = {
-    "x86-amx": "LiteRT INT8 is the fastest file on x86 with AMX or VNNI",
-    "x86-vnni": "LiteRT INT8 is the fastest file on x86 with AMX or VNNI",
-    "x86-avx512": "no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones "
-                  "(the pair-safe ONNX file is exact on their saturating int16 sums)",
-    "x86-avx2": "no VNNI: onnxruntime's INT8 kernels beat LiteRT's 16-bit-widening ones "
-                "(the pair-safe ONNX file is exact on their saturating int16 sums)",
-    "x86-sse": "no AVX2: onnxruntime's INT8 file, as on AVX2 (exact: its SSE2 kernels "
-               "widen to 16 bits; speed not measured)",
-    "arm64-neon": "LiteRT INT8 (XNNPACK NEON kernels), exact on this path",
-    "arm64-dotprod": "LiteRT INT8 (XNNPACK dot-product kernels), exact on this path",
-    "arm64-i8mm": "LiteRT INT8 (XNNPACK i8mm kernels), exact on this path",
-    "arm64-sve": "LiteRT INT8, exact on this path",
-    "unknown": "a CPU the INT8 matrix does not cover: the most conservative exact file, the "
-               "pair-safe INT8 ONNX (exact on any kernel that sums in int16 or wider)",
-}
+DEFAULT_ORDER = {kp: order for kp, (order, _) in _DEFAULTS.items()}
+DEFAULT_WHY = {kp: why for kp, (_, why) in _DEFAULTS.items()}
 
 
 def int8_exactness(meta: dict[str, Any], kernel_path: str) -> str | None:
