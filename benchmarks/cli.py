@@ -51,8 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--artifact", action="append", default=[],
                    help="an exported .onnx/.tflite file or a bundled model name such as "
                         "rdsrn_x4_int8.tflite to measure (repeatable)")
-    g.add_argument("--weights", help=".safetensors for RDSRN rows (default: shipped "
-                   "weights, else seeded random init, labelled)")
+    g.add_argument("--weights", metavar="FILE|NAME=FILE[,NAME=FILE]",
+                   help="trained weights: FILE for the RDSRN rows, or per network, e.g. "
+                        "rlfn_x4=rlfn_x4.pth,imdn_x4=IMDN_x4.pth (official checkpoints or "
+                        "your own; default: shipped weights, else seeded random init, "
+                        "labelled, speed only)")
     g = p.add_argument_group("how")
     g.add_argument("--runs", type=int, default=20, help="timed runs, at least (default 20)")
     g.add_argument("--warmup", type=int, default=3, help="untimed runs after the first")

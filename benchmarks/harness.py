@@ -200,12 +200,7 @@ def create_torch_model(case: Case, opts: Options, weights: str | None = None) ->
     from rdsrn.models import create_model
 
     torch.manual_seed(opts.seed)
-    model = create_model(case.model, **case.overrides)
-    if weights:
-        from rdsrn.weights import load_into
-
-        load_into(model, weights)
-    return model.float().eval()
+    return create_model(case.model, weights=weights, **case.overrides).float().eval()
 
 
 def weights_for(case: Case, opts: Options) -> tuple[str | None, str]:
@@ -216,14 +211,27 @@ def weights_for(case: Case, opts: Options) -> tuple[str | None, str]:
         return None, "none"
     if case.artifact:
         return _artifact_weights(case, opts)
-    if opts.weights and case.model.startswith("rdsrn") and not case.overrides:
-        return opts.weights, "given"
+    given = given_weights(opts.weights, case.model)
+    if given and not case.overrides:
+        return given, "given"
     from rdsrn.weights import weights_path
 
     path = weights_path(case.model)
     if path.is_file() and not case.overrides:
         return str(path), "shipped"
     return None, "random"
+
+
+def given_weights(spec: str | None, model: str) -> str | None:
+    """The weights file `--weights` gives for registry model `model`: SPEC is FILE (for
+    the RDSRN rows) or NAME=FILE[,NAME=FILE...] (per network, e.g.
+    rlfn_x4=rlfn_x4.pth,imdn_x4=IMDN_x4.pth)."""
+    if not spec:
+        return None
+    if "=" not in spec:
+        return spec if model.startswith("rdsrn") else None
+    pairs = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    return pairs.get(model)
 
 
 def _artifact_weights(case: Case, opts: Options) -> tuple[str | None, str]:
@@ -236,9 +244,10 @@ def _artifact_weights(case: Case, opts: Options) -> tuple[str | None, str]:
     from rdsrn.weights import file_sha256, weights_path
 
     fp32 = weights_path(case.model)
-    for cand in (opts.weights, str(fp32)):
+    given = given_weights(opts.weights, case.model)
+    for cand in (given, str(fp32)):
         if cand and Path(cand).is_file() and file_sha256(cand) == sha:
-            return cand, "shipped" if cand != opts.weights else "given"
+            return cand, "shipped" if cand != given else "given"
     qat = weights_path(f"{case.model}_qat")
     if qat.is_file() and fp32.is_file() and file_sha256(qat) == sha:
         return str(fp32), "shipped"
@@ -323,32 +332,35 @@ def prepare_artifact(case: Case, opts: Options) -> Path:
     if not opts.export:
         raise ArtifactError(f"no {fmt} {case.precision} artifact for "
                             f"{case.display} (export disabled)")
-    needed = ("torch", "tensorflow") if fmt == "tflite" or case.model.startswith("rdsrn") \
-        else ("torch", "onnxruntime")
+    rdsrn = case.model.startswith("rdsrn")
+    if fmt == "tflite" and not rdsrn:
+        raise ArtifactError(f"no TFLite exporter for {case.model} (the TFLite converter "
+                            "covers RDSRN only)")
+    needed = ("torch", "tensorflow") if fmt == "tflite" or rdsrn else ("torch", "onnx",
+                                                                       "onnxruntime")
     if not all(have(m) for m in needed):
         raise ArtifactError(f"no {fmt} {case.precision} artifact for {case.display}: "
                             + EXPORT_MISSING)
     opts.cache_dir.mkdir(parents=True, exist_ok=True)
-    if case.model.startswith("rdsrn"):
-        _export_rdsrn(key_case, opts, weights, kind, out)
-    elif fmt == "onnx":
-        _export_generic_onnx(case, opts, out)
-    else:
-        raise ArtifactError(f"no TFLite exporter for {case.model} (the TFLite path is an "
-                            "RDSRN TensorFlow twin)")
+    _export(key_case, opts, weights, kind, out)
     return out
 
 
-def _export_rdsrn(case: Case, opts: Options, weights: str | None, kind: str,
-                  out: Path) -> None:
+def _export(case: Case, opts: Options, weights: str | None, kind: str, out: Path) -> None:
+    """`rdsrn export` of the case's network into `out` (random weights: a seeded random
+    init saved with its config, so overridden architectures export too)."""
     with tempfile.TemporaryDirectory(dir=opts.cache_dir) as tmp:
-        spec = weights
-        if spec is None:
+        if weights is None:
             spec = str(Path(tmp) / f"{case.model}_random.safetensors")
             _write_random_weights(case, opts, Path(spec))
+            model_args = ["--model", spec]
+        elif weights.endswith(".safetensors") and case.model.startswith("rdsrn"):
+            model_args = ["--model", weights]
+        else:
+            model_args = ["--model", case.model, "--weights", weights]
         outdir = Path(tmp) / "out"
         outdir.mkdir()
-        argv = [opts.python, "-m", "rdsrn.cli", "export", "--model", spec,
+        argv = [opts.python, "-m", "rdsrn.cli", "export", *model_args,
                 "--format", case.format, "--precision", case.precision,
                 "--out", str(outdir)]
         if case.precision == "int8":
@@ -372,47 +384,6 @@ def _export_rdsrn(case: Case, opts: Options, weights: str | None, kind: str,
         shutil.move(str(made[0]), out)
 
 
-def _export_generic_onnx(case: Case, opts: Options, out: Path) -> None:
-    """torch.onnx export (opset 17, dynamic H/W) of a comparison network; INT8 by
-    onnxruntime static QDQ quantization calibrated on random patches — fine for
-    latency, not for accuracy (these networks have no trained weights here)."""
-    import numpy as np
-    import torch
-
-    model = create_torch_model(case, opts)
-    channels = getattr(model, "in_channels", 3)
-    h, w = case.input_hw
-    x = torch.rand(1, channels, min(h, 32), min(w, 32))
-    tmp = out.with_suffix(".fp32.tmp.onnx")
-    opts.log(f"bench: torch.onnx export of {case.display} ({case.precision}) ...")
-    torch.onnx.export(model, (x,), str(tmp), opset_version=17, input_names=["input"],
-                      output_names=["output"], dynamo=False,
-                      dynamic_axes={"input": {2: "h", 3: "w"}, "output": {2: "H", 3: "W"}})
-    if case.precision == "fp32":
-        os.replace(tmp, out)
-        return
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.items = iter([{"input": rng.random((1, channels, 32, 32), dtype=np.float32)}
-                               for _ in range(8)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    q = out.with_suffix(".int8.tmp.onnx")
-    try:
-        quantize_static(str(tmp), str(q), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-        os.replace(q, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -427,10 +398,10 @@ def pre_upscaled(model_name: str) -> bool:
         return False
     if not have("torch"):  # the registry is PyTorch code; SRCNN is the one such network
         return model_name.startswith("srcnn")
-    from rdsrn.models import _REGISTRY
+    from rdsrn.models import architecture, list_models
 
-    entry = _REGISTRY.get(model_name)
-    return bool(entry and getattr(entry[0], "pre_upscaled", False))
+    return model_name in list_models() and \
+        bool(getattr(architecture(model_name).ctor, "pre_upscaled", False))
 
 
 def measure_argv(case: Case, artifact: Path | None, opts: Options,

@@ -114,12 +114,12 @@ def log(msg: str) -> None:
 def read_run(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
     """The run's last.pt (None if absent); UserError when it was trained with another
     recipe or budget, so one results file never mixes budgets."""
-    from rdsrn.training.trainer import load_checkpoint
+    from rdsrn.weights import torch_load
 
     path = run_dir / "last.pt"
     if not path.is_file():
         return None
-    ckpt = load_checkpoint(path)
+    ckpt = torch_load(path)
     old, new = ckpt.get("config") or {}, cfg.resolved()
     for key in SAME_RUN_KEYS:
         if old.get(key) != new[key]:

@@ -19,6 +19,8 @@ from rdsrn.runtimes.formats import FORMATS, PRECISIONS
 from .calibration import DEFAULT_PATCHES
 from rdsrn.outputs import check_output_dir
 
+from rdsrn.network_spec import add_network_arguments, parse_model_args
+
 from .common import data_dir, human_size, parse_input_size
 
 FORMAT_CHOICES = (*FORMATS, "all")
@@ -27,9 +29,12 @@ NEEDS = {"onnx": ("onnx", "onnxsim", "onnxruntime"), "tflite": ("tensorflow", "a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="rdsrn_x4", metavar="NAME|FILE",
-                        help="registry name (its shipped weights) or a .safetensors file "
-                             "(default: rdsrn_x4)")
+    parser.add_argument("--model", default="rdsrn_x4", metavar="NAME|FILE|FILE.py:Class",
+                        help="registry name (its shipped weights, or --weights), a "
+                             ".safetensors file of ours, or a network of your own "
+                             "(path/to/file.py:Class or package.module:Class, with --scale "
+                             "and --weights) (default: rdsrn_x4)")
+    add_network_arguments(parser)
     parser.add_argument("--format", default="all", metavar="|".join(FORMAT_CHOICES),
                         help="output format (default: all)")
     parser.add_argument("--precision", default="fp32", metavar="|".join(PRECISIONS),
@@ -191,7 +196,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         if precision != "int8":
             raise UserError("--keep-float applies to --precision int8 only")
         keep_float = tuple(check_groups(args.keep_float.split(",")))
-    return dict(formats=formats, skipped=skipped, precision=precision, int8_io=int8_io,
+    model_args = parse_model_args(getattr(args, "model_args", None))
+    return dict(formats=formats, all_formats=fmt == "all", skipped=skipped,
+                model_args=model_args, precision=precision, int8_io=int8_io,
                 qat=bool(args.qat), keep_float=keep_float, equalize=bool(args.equalize),
                 a16_streams=a16,
                 int8_act=int8_act, calib_method=calib_method, max_drop=max_drop,
@@ -241,15 +248,18 @@ def _run(args: argparse.Namespace) -> int:
     from .source import load_source
 
     t0 = time.perf_counter()
-    src = load_source(args.model, random_seed=args.random_weights)
+    src = load_source(args.model, weights=args.weights, scale=args.scale,
+                      model_args=p["model_args"], random_seed=args.random_weights)
     scale = int(src.config["scale"])
+    check_rdsrn_only(p, src)
     if p["qat"] and not src.qat:
         raise UserError(f"--qat: {src.weights_file or src.name} holds FP32-only weights, no "
                         "QAT ranges (train them with `rdsrn train --config rdsrn_x4_qat`)")
     weights = (f"{src.weights_file} (sha256 {src.weights_sha256[:12]})" if src.weights_file
                else f"{src.weights_sha256} (development only)")
-    print(f"[export] model {src.name} x{scale} R={src.config['recursions']} "
-          f"CSR={src.config['csr']}, weights {weights}", flush=True)
+    arch = (f" R={src.config['recursions']} CSR={src.config['csr']}"
+            if "recursions" in src.config else f" ({type(src.model).__name__})")
+    print(f"[export] model {src.name} x{scale}{arch}, weights {weights}", flush=True)
     for f in p["skipped"]:
         print(f"[export] skipping {f}: it does not take --precision {p['precision']} "
               f"({', '.join(FORMATS[f].precisions)})")
@@ -291,6 +301,29 @@ def _run(args: argparse.Namespace) -> int:
             report_for_export(out, log=common["log"])
     print(summary(results, time.perf_counter() - t0))
     return 0
+
+
+def check_rdsrn_only(p: dict[str, Any], src: Any) -> None:
+    """UserError for options that only RDSRN has (its fake-quant model, layer groups,
+    TensorFlow twin) when the network is another one."""
+    from rdsrn.models.rdsrn import RDSRN
+
+    if isinstance(src.model, RDSRN):
+        return
+    what = type(src.model).__name__
+    for flag, on in (("--qat", p["qat"]), ("--equalize", p["equalize"]),
+                     ("--keep-float", bool(p["keep_float"])),
+                     ("--a16-streams", p["a16_streams"])):
+        if on:
+            raise UserError(f"{flag}: RDSRN only ({src.name} is {what}); export it without "
+                            f"{flag}")
+    if "tflite" in p["formats"]:
+        if not p["all_formats"]:  # asked for by name
+            raise UserError(f"--format tflite: the TFLite converter covers RDSRN only; "
+                            f"{src.name} ({what}) exports with --format onnx")
+        p["formats"] = [f for f in p["formats"] if f != "tflite"]
+        print(f"[export] skipping tflite: the TFLite converter covers RDSRN only "
+              f"({src.name} is {what})", flush=True)
 
 
 def equalize_source(src: Any, calib: Any) -> dict[str, Any]:

@@ -33,13 +33,12 @@ def build_metadata(src: ModelSource, *, fmt: str, precision: str, io_dtype: str,
         "io_dtype": io_dtype,
         "quantization": quantization,
         "input_size": "dynamic" if input_size is None else [int(input_size[0]), int(input_size[1])],
-        "min_input": MIN_INPUT,
+        "min_input": max(MIN_INPUT, int(getattr(src.model, "min_size", 0))),
         # The graph clamps its output to [0, 1]; the PyTorch model does not.
         "output_clamped": True,
         "input_name": input_name,
         "output_name": output_name,
-        "model": {"name": src.name, "recursions": int(cfg["recursions"]),
-                  "csr": float(cfg["csr"]), "config": cfg},
+        "model": model_record(src),
         "rdsrn_version": __version__,
         "weights_sha256": src.weights_sha256,
         "parity": parity,
@@ -49,6 +48,16 @@ def build_metadata(src: ModelSource, *, fmt: str, precision: str, io_dtype: str,
     if eval_info:
         meta["eval"] = eval_info
     return meta
+
+
+def model_record(src: ModelSource) -> dict[str, Any]:
+    """What the metadata says about the network: name, architecture (class), its
+    constructor arguments, and RDSRN's recursions / csr where it has them."""
+    cfg = src.config
+    rec: dict[str, Any] = {"name": src.name, "arch": type(src.model).__name__, "config": cfg}
+    if "recursions" in cfg:
+        rec.update(recursions=int(cfg["recursions"]), csr=float(cfg["csr"]))
+    return rec
 
 
 def to_json(meta: dict[str, Any]) -> str:
@@ -63,14 +72,6 @@ def embed_onnx(model_proto: Any, meta: dict[str, Any]) -> None:
     entry = model_proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = to_json(meta)
-
-
-def read_onnx_metadata_proto(model_proto: Any) -> dict[str, Any]:
-    """The metadata dict of an onnx.ModelProto ({} if none)."""
-    for p in model_proto.metadata_props:
-        if p.key == METADATA_KEY:
-            return json.loads(p.value)
-    return {}
 
 
 def _aligned_builder(size: int):

@@ -49,49 +49,51 @@ def _infer_config(state: dict) -> dict[str, Any]:
                 hr_channels=hr, wide=wide, in_channels=in_ch)
 
 
-def load_source(spec: str, *, random_seed: int | None = None) -> ModelSource:
-    """Resolve `--model NAME|FILE`.
+def load_source(spec: str, *, weights: str | Path | None = None, scale: int | None = None,
+                model_args: dict[str, Any] | None = None,
+                random_seed: int | None = None) -> ModelSource:
+    """Resolve `--model SPEC [--weights FILE]` (rdsrn.models.load_network) for export.
 
-    NAME: a registry name; its shipped weights are required unless `random_seed` is given
-    (development only: seeded random init, marked as such in the metadata).
-    FILE: a .safetensors weights file; its "rdsrn" metadata names the model and config.
+    A .safetensors RDSRN file without metadata gets its architecture from its tensor
+    shapes. With no weights at all, `random_seed` gives a seeded random init
+    (development only, marked as such in the metadata).
     """
     import torch
 
-    from rdsrn.models import create_model, list_models, unknown_name_message
+    from rdsrn.models import load_network
+    from rdsrn.network_spec import is_user_spec
     from rdsrn.models.rdsrn import RDSRN
-    from rdsrn.weights import file_sha256, load_into, load_state, weights_path
+    from rdsrn.weights import file_sha256, load_into, load_state, read_metadata, weights_path
 
     path = Path(spec).expanduser()
-    if spec.endswith(".safetensors") or path.is_file():
-        if not path.is_file():
-            raise UserError(f"weights file not found: {path}")
-        if path.suffix != ".safetensors":
-            raise UserError(f"{path}: expected a .safetensors weights file or a model name")
+    if path.suffix == ".safetensors" and path.is_file() and weights is None \
+            and not read_metadata(path).get("model"):
         state, meta = load_state(path)
-        name = meta.get("model") or path.stem
-        config = meta.get("config") or _infer_config(state)
         try:
-            model = RDSRN(**config)
+            model = RDSRN(**_infer_config(state))
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{path}: bad model config in metadata ({exc})") from None
+            raise UserError(f"{path}: cannot build an RDSRN from its tensors ({exc})") from None
         load_into(model, path)
-        return ModelSource(model.float().eval(), str(name), file_sha256(path), str(path),
+        return ModelSource(model.float().eval(), path.stem, file_sha256(path), str(path),
                            meta.get("qat"))
-
-    if spec not in list_models():
-        raise UserError(unknown_name_message("model", spec, list_models()))
-    model = create_model(spec)
-    if not isinstance(model, RDSRN):
-        raise UserError(f"{spec}: export supports RDSRN models only")
-    wpath = weights_path(spec)
-    if wpath.is_file():
-        model = create_model(spec, pretrained=True)
-        return ModelSource(model.float().eval(), spec, file_sha256(wpath), str(wpath),
-                           getattr(model, "pretrained_meta", {}).get("qat"))
-    if random_seed is None:
-        raise UserError(f"no shipped weights for {spec!r} yet ({wpath}); pass a .safetensors "
-                        "file, or --random-weights SEED for a development export")
-    torch.manual_seed(random_seed)
-    model = create_model(spec)
-    return ModelSource(model.float().eval(), spec, f"random-seed-{random_seed}", None)
+    if random_seed is not None:
+        torch.manual_seed(random_seed)
+    model = load_network(spec, weights=weights, scale=scale, model_args=model_args,
+                         require_weights=random_seed is None)
+    meta = getattr(model, "pretrained_meta", None)
+    if weights is not None:
+        wfile = Path(weights)
+    elif path.suffix == ".safetensors":
+        wfile = path
+    elif meta is not None and weights_path(spec).is_file():
+        wfile = weights_path(spec)
+    else:
+        wfile = None
+    name = path.stem if path.suffix == ".safetensors" else spec
+    if is_user_spec(spec):
+        name = spec.rpartition(":")[2]
+    if path.suffix == ".safetensors" and meta and meta.get("model"):
+        name = str(meta["model"])
+    if wfile is None:
+        return ModelSource(model, name, f"random-seed-{random_seed}", None)
+    return ModelSource(model, name, file_sha256(wfile), str(wfile), (meta or {}).get("qat"))

@@ -1,8 +1,10 @@
 """`rdsrn eval`: PSNR / SSIM (Y channel) of a model on standard SR test sets.
 
---model accepts `bicubic` (the baseline), a registry name (its shipped weights), a
-.safetensors weights file (architecture from its metadata), an exported .onnx /
-.tflite file or the name of a bundled one (rdsrn_x4_int8; run by runtimes.Upscaler).
+--model accepts `bicubic` (the baseline), a registry name (its shipped weights, or
+--weights FILE: ours, the user's or the network's official checkpoint), a network of
+the user's own (`file.py:Class` with --scale and --weights), a .safetensors weights
+file (architecture from its metadata), an exported .onnx / .tflite file or the name of
+a bundled one (rdsrn_x4_int8; run by runtimes.Upscaler).
 Heavy imports happen inside `run`. bicubic and artifacts need only numpy, OpenCV and
 one runtime (no torch); registry names and .safetensors need torch (rdsrn[train]).
 """
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from rdsrn.network_spec import add_network_arguments, is_user_spec, parse_model_args
 from rdsrn.runtimes.errors import MissingExtraError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(Set5, Set14, BSD68) looked up in $RDSRN_DATA/test, else in "
                              "../shared/data/test beside the source checkout; default: Set5")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=None,
-                        help="upscaling factor (default: the model's; required for bicubic)")
+                        help="upscaling factor (default: the model's; required for bicubic "
+                             "and for a network of your own, --model file.py:Class)")
+    add_network_arguments(parser, scale=False)
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the results as a JSON list to FILE")
     parser.add_argument("--skip-bad", action="store_true",
@@ -127,12 +132,16 @@ def _need_torch(model_spec: str, what: str) -> None:
     raise err
 
 
-def build_upscaler(model_spec: str, scale: int | None,
-                   threads: int | None = None) -> tuple[Callable, int]:
-    """(upscale_fn, scale) for a --model value; UserError if --scale disagrees."""
+def build_upscaler(model_spec: str, scale: int | None, threads: int | None = None,
+                   weights: str | None = None,
+                   model_args: dict[str, Any] | None = None) -> tuple[Callable, int]:
+    """(upscale_fn, scale) for a --model value (and --weights / --model-args for a
+    PyTorch network); UserError if --scale disagrees."""
     if model_spec == "bicubic":
         if scale is None:
             raise UserError("--scale is required with --model bicubic")
+        if weights or model_args:
+            raise UserError("--weights / --model-args do not apply to --model bicubic")
         from .evaluate import bicubic_upscale_fn
         return bicubic_upscale_fn(scale), scale
 
@@ -140,27 +149,11 @@ def build_upscaler(model_spec: str, scale: int | None,
     # A bundled model by name ("rdsrn_x4_int8", "rdsrn_x4_fp32.onnx") unless a file of
     # that name is here.
     bundled = None if lower.endswith(".safetensors") or Path(model_spec).exists() \
-        else _bundled_artifact(model_spec)
-    if lower.endswith(".safetensors"):
-        _need_torch(model_spec, "a .safetensors weights file")
-        from .models import create_model
-        from .weights import load_into, load_state
-
-        _, meta = load_state(model_spec)
-        name = meta.get("model")
-        if not name:
-            raise UserError(f"{model_spec}: weights metadata names no model "
-                            "(expected key 'model' with a registry name)")
-        config = meta.get("config") or {k: meta[k] for k in ("scale", "recursions", "csr")
-                                        if k in meta}
-        try:
-            model = create_model(name, **config)
-        except TypeError as exc:
-            raise UserError(f"{model_spec}: metadata config does not fit {name!r} ({exc})") \
-                from None
-        load_into(model, model_spec)
-        fn, model_scale = _torch_model_fn(model, threads)
-    elif lower.endswith(EXPORT_SUFFIXES) or bundled is not None:
+        or is_user_spec(model_spec) else _bundled_artifact(model_spec)
+    if lower.endswith(EXPORT_SUFFIXES) or bundled is not None:
+        if weights or model_args:
+            raise UserError(f"--model {model_spec}: an exported file carries its weights; "
+                            "drop --weights / --model-args")
         path = bundled or Path(model_spec)
         if not path.is_file():
             raise UserError(f"{model_spec}: model file not found")
@@ -170,13 +163,15 @@ def build_upscaler(model_spec: str, scale: int | None,
         upscaler = Upscaler(path, threads=threads, tile=0)
         fn, model_scale = upscaler.upscale, int(upscaler.scale)
     else:
-        if Path(model_spec).exists():
+        if Path(model_spec).exists() and not lower.endswith(".safetensors") \
+                and not is_user_spec(model_spec):
             raise UserError(f"{model_spec}: unknown model file type (expected .safetensors, "
-                            ".onnx or .tflite)")
-        _need_torch(model_spec, "a registry name (its shipped PyTorch weights)")
-        from .models import create_model
+                            ".onnx, .tflite or FILE.py:Class)")
+        _need_torch(model_spec, "a PyTorch network")
+        from .models import load_network
 
-        fn, model_scale = _torch_model_fn(create_model(model_spec, pretrained=True), threads)
+        model = load_network(model_spec, weights=weights, scale=scale, model_args=model_args)
+        fn, model_scale = _torch_model_fn(model, threads)
 
     if scale is not None and scale != model_scale:
         raise UserError(f"--scale {scale} disagrees with the model {model_spec} "
@@ -220,7 +215,9 @@ def run(args: argparse.Namespace) -> int:
     folders = resolve_datasets(args.data)
     if args.json:
         _check_json_target(args.json, args.model, folders)
-    fn, scale = build_upscaler(args.model, args.scale, args.threads)
+    fn, scale = build_upscaler(args.model, args.scale, args.threads,
+                               getattr(args, "weights", None),
+                               parse_model_args(getattr(args, "model_args", None)))
 
     progress = not getattr(args, "quiet", False) and sys.stderr.isatty()
     rows = []
@@ -229,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
                                   progress=progress)
         for s in result["skipped"]:
             print(f"rdsrn eval: skipped {s['reason']}", file=sys.stderr)
-        rows.append({"model": args.model, "dataset": result["dataset"], "scale": scale,
+        rows.append({"model": args.model, **({"weights": str(args.weights)}
+                                             if getattr(args, "weights", None) else {}),
+                     "dataset": result["dataset"], "scale": scale,
                      "images": result["images"], "psnr": round(result["psnr"], 4),
                      "ssim": round(result["ssim"], 6)})
 

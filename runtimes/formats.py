@@ -16,7 +16,7 @@ Every artifact carries its metadata inside the file as one JSON object under the
                   uint8 x int8 pair sum leaves int16 (exact on x86 kernels without VNNI)
     input_size    "dynamic" or [H, W] (LR input size the file accepts)
     min_input     int, smallest LR side the model accepts
-    model         registry name (e.g. "rdsrn_x4"), recursions, csr
+    model         name (e.g. "rdsrn_x4"), arch (class), config; RDSRN: recursions, csr
     rdsrn_version package version that wrote it
     weights_sha256 hash of the source weights
     parity        measured parity vs PyTorch: {"max_abs_diff": ..., "psnr_vs_torch": ...}

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .keymap import rename_keys
+
 SLOPE = 0.05
 
 
@@ -85,3 +87,22 @@ class IMDN(nn.Module):
             outs.append(h)
         fused = F.leaky_relu(self.fuse(torch.cat(outs, dim=1)), SLOPE)
         return F.pixel_shuffle(self.up(self.lr_conv(fused) + head), self.scale)
+
+
+_OFFICIAL_KEYS = (
+    (r"^fea_conv\.", "head."),
+    (r"^c\.0\.", "fuse."),
+    (r"^LR_conv\.", "lr_conv."),
+    (r"^upsampler\.0\.", "up."),
+    (r"^IMDB(\d+)\.c([1-4])\.", lambda m: f"blocks.{int(m[1]) - 1}.conv{m[2]}."),
+    (r"^IMDB(\d+)\.c5\.", lambda m: f"blocks.{int(m[1]) - 1}.fuse."),
+    (r"^IMDB(\d+)\.cca\.conv_du\.([02])\.",
+     lambda m: f"blocks.{int(m[1]) - 1}.cca.{'down' if m[2] == '0' else 'up'}."),
+)
+
+
+def from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Zheng222/IMDN state dict (`checkpoints/IMDN_x4.pth`, ...; [0, 1] pixels, as
+    here) with this module's keys. Keys that match no pattern are kept as they are (the
+    strict load that follows names them)."""
+    return rename_keys(state, _OFFICIAL_KEYS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from rdsrn.runtimes.errors import UserError
@@ -19,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                    help="override the config's precision (fp32 forces fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="start from these weights (config key init_from): .safetensors, a "
+                        "PyTorch state dict or a network's official checkpoint (e.g. "
+                        "RLFN's model_zoo/rlfn_x4.pth for model rlfn_x4); tensors whose "
+                        "name and shape fit are copied")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.precision:
         overrides.append(f"precision={args.precision}")
+    if getattr(args, "weights", None):
+        overrides.append(f"init_from={json.dumps(str(args.weights))}")
     cfg = load_config(args.config, overrides)
     try:
         result = Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()

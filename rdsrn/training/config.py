@@ -214,11 +214,11 @@ def build_model(cfg: TrainConfig) -> Any:
 
     import torch
 
-    from rdsrn.models import _REGISTRY, list_models, unknown_name_message
+    from rdsrn.models import architecture, list_models, unknown_name_message
 
-    if cfg.model not in _REGISTRY:
+    if cfg.model not in list_models():
         raise UserError(f"config key 'model': {unknown_name_message('model', cfg.model, list_models())}")
-    ctor = _REGISTRY[cfg.model][0]
+    ctor = architecture(cfg.model).ctor
     params = {n: p for n, p in inspect.signature(ctor).parameters.items()
               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     hints = typing.get_type_hints(ctor.__init__)

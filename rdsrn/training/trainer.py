@@ -10,14 +10,12 @@ import copy
 import json
 import math
 import os
-import pickle
 import platform
 import random
-import re
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,8 +25,8 @@ from torch import nn
 from rdsrn.runtimes.errors import UserError
 
 from .. import __version__
-from ..models import create_model
-from ..weights import save_weights
+from ..models import architecture, create_model
+from ..weights import save_weights, torch_load
 from ..outputs import check_output_dir, write_error
 from .config import TrainConfig, build_model, check_values
 from .data import PatchSampler
@@ -120,40 +118,22 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise write_error(path, exc) from None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by `rdsrn train` (tensors and plain containers only).
+def init_weights_from(model: nn.Module, path: str,
+                      from_official: Callable[[dict], dict] | None = None) -> int:
+    """Copy every tensor of `path` whose name and shape match `model`; returns how many.
 
-    A file that needs pickled Python objects is refused. torch's own message advises
-    reloading with weights_only=False, which would run code from the file, so it is not
-    passed on: the refusal names the offending global only.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and found:
-            raise UserError(f"{path}: refused: the checkpoint holds pickled Python objects "
-                            f"({found.group(1)}), not only tensors; load only checkpoints "
-                            "written by rdsrn train") from None
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in first or "trust" in first:
-            first = "not a weights-only torch checkpoint"
-        raise UserError(f"{path}: unreadable checkpoint ({first})") from None
+    `path`: .safetensors, a `rdsrn train` checkpoint (its EMA weights) or any PyTorch
+    state dict; with `from_official` (the architecture's published-checkpoint mapping)
+    the mapped keys are used when more of them fit."""
+    from ..weights import read_checkpoint
 
-
-def init_weights_from(model: nn.Module, path: str) -> int:
-    """Copy every tensor of `path` whose name and shape match `model`; returns how many."""
     p = Path(path)
-    if p.suffix == ".safetensors":
-        from ..weights import load_state
-
-        state, _ = load_state(p)
-    else:
-        ckpt = load_checkpoint(p)
-        state = ckpt.get("ema") or ckpt.get("model")
-        if not isinstance(state, dict):
-            raise UserError(f"{p}: no model weights in checkpoint")
+    state, _ = read_checkpoint(p)
     own = model.state_dict()
+    if from_official is not None:
+        mapped = from_official(state)
+        if len(set(mapped) & set(own)) > len(set(state) & set(own)):
+            state = mapped
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise UserError(f"{p}: no tensor fits this architecture")
@@ -279,7 +259,7 @@ class Trainer:
         if cfg.val_every > 0 and cfg.val_dir and not Path(cfg.val_dir).is_dir():
             raise UserError(f"config key 'val_dir': {cfg.val_dir} is not a folder "
                             "(set val_every=0 to train without validation)")
-        resume_ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt") if resume else None
+        resume_ckpt = torch_load(Path(cfg.out_dir) / "last.pt") if resume else None
         build_model(cfg)  # validates model_args (unknown keys, R=0, ...); discarded
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: pick the fastest kernels once
@@ -296,7 +276,8 @@ class Trainer:
         if resume_ckpt is not None:
             check_architecture(resume_ckpt, self.out / "last.pt", cfg.model, self.model)
         if cfg.init_from:
-            n = init_weights_from(self.model, cfg.init_from)
+            n = init_weights_from(self.model, cfg.init_from,
+                                  architecture(cfg.model).from_official)
             self.log_text(f"initialised {n} tensors from {cfg.init_from}")
         if cfg.qat:  # quantization-aware fine-tuning: the fake-quant model (training/qat.py)
             from .qat import prepare, teacher

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # annotations only: weights_path / file_sha256 work without torch
     from torch import nn
@@ -38,9 +38,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata stored in a weights file ({} if none)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta[META_KEY]) if META_KEY in meta else {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta[META_KEY]) if META_KEY in meta else {}
+    except Exception as exc:  # safetensors raises several types for a corrupt file
+        raise UserError(f"{path}: not a readable safetensors weights file ({exc})") from None
 
 
 def load_state(path: str | Path) -> tuple[dict, dict[str, Any]]:
@@ -72,17 +75,125 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> No
         raise write_error(path, exc) from None
 
 
-def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load weights into `model`, with a one-line error on an architecture mismatch."""
-    state, meta = load_state(path)
+def fit_error(model: nn.Module, state: dict, path: str | Path) -> UserError | None:
+    """The one-line error when `state` does not fit `model` (missing, unexpected or
+    mis-shaped keys), else None."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    bad_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or bad_shape:
-        detail = (missing[:2] and f"missing {missing[:2]}") or \
-                 (unexpected[:2] and f"unexpected {unexpected[:2]}") or f"shape of {bad_shape[:2]}"
-        raise UserError(f"{path}: weights do not fit this architecture ({detail})")
+    bad_shape = [k for k in own if k in state and own[k].shape != tuple(state[k].shape)]
+    if not (missing or unexpected or bad_shape):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[:2]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}")
+    if bad_shape:
+        k = bad_shape[0]
+        parts.append(f"{len(bad_shape)} of another shape, e.g. {k} "
+                     f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+    name = type(model).__name__
+    scale = getattr(model, "scale", None)
+    what = f"{name} x{scale}" if scale else name
+    return UserError(f"{path}: weights do not fit {what} (keys: {'; '.join(parts)})")
+
+
+def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load our .safetensors weights into `model`, with a one-line error on an
+    architecture mismatch."""
+    state, meta = load_state(path)
+    err = fit_error(model, state, path)
+    if err:
+        raise err
+    check_anchor(model, meta, path)
+    model.load_state_dict(state)
+    return meta
+
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# Containers training frameworks wrap a state dict in (BasicSR: params / params_ema).
+_WRAPPERS = ("params_ema", "params", "state_dict", "ema", "model", "net", "generator")
+
+
+def torch_load(path: str | Path) -> Any:
+    """A PyTorch file's tensors and plain containers (torch.load, weights_only=True).
+
+    A file that needs pickled Python objects is refused, and nothing of it runs.
+    torch's own message advises reloading with weights_only=False, which would run code
+    from the file, so it is not passed on: the refusal names the offending global only.
+    """
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise UserError(f"{path}: refused: the checkpoint holds pickled Python objects "
+                            f"({found.group(1)}), not only tensors; no pickled code runs, "
+                            "so only plain state dicts load") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in first or "trust" in first:
+            first = "not a weights-only torch checkpoint"
+        raise UserError(f"{path}: unreadable checkpoint ({first})") from None
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, Any]]:
+    """(state_dict, metadata) of a .safetensors file or a PyTorch checkpoint.
+
+    Checkpoints are read with torch.load(weights_only=True): its unpickler builds
+    tensors and plain containers only, so a pickle payload that would run code is
+    refused (a UserError), never executed. A state dict wrapped in one of the usual
+    keys ("params_ema", "params", "state_dict", "model", ...) is unwrapped and a
+    DataParallel "module." prefix dropped.
+    """
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_state(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise UserError(f"{path}: unknown weights file type (expected .safetensors or a "
+                        f"PyTorch checkpoint: {', '.join(CHECKPOINT_SUFFIXES)})")
+    obj = torch_load(path)
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: holds no state dict of tensors")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj), {}
+
+
+def load_weights(model: nn.Module, path: str | Path,
+                    from_official: Callable[[dict], dict] | None = None) -> dict[str, Any]:
+    """Load a weights file of any supported kind into `model`; returns its metadata.
+
+    The state dict is used as it is when its keys fit `model`; otherwise, when the
+    architecture knows its published checkpoints (`from_official`), their mapping is
+    tried. A UserError names the missing / unexpected keys of the closer of the two.
+    """
+    state, meta = read_checkpoint(path)
+    err = fit_error(model, state, path)
+    if err and from_official is not None:
+        mapped = from_official(state)
+        mapped_err = fit_error(model, mapped, path)
+        own = set(model.state_dict())
+        if mapped_err is None:
+            state, err = mapped, None
+            meta = {**meta, "converted_from": "official checkpoint"}
+        elif len(own & set(mapped)) > len(own & set(state)):
+            err = mapped_err
+    if err:
+        raise err
     check_anchor(model, meta, path)
     model.load_state_dict(state)
     return meta
