@@ -66,6 +66,7 @@ PUBLISHED_SET5_X4: dict[str, tuple[float, str]] = {
     "srcnn_x4": (30.48, "Dong et al. TPAMI 2016 (RDSRN paper Table II)"),
     "carn_x4": (32.13, "Ahn et al. ECCV 2018 (RDSRN paper Table II)"),
     "imdn_x4": (32.21, "Hui et al. ACM MM 2019, Table 3"),
+    "rlfn_x4": (32.24, "Kong et al. CVPRW 2022, Table 2"),
     "rdn_x4": (32.47, "Zhang et al. CVPR 2018 (RDSRN paper Table II)"),
     "rdsrn_x4": (32.34, "Woo et al., RDSRN paper Table II"),
 }

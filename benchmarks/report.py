@@ -220,19 +220,18 @@ def _simd(flag: str) -> bool:
 
 
 def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
-    """Latency (p50, log scale) vs Y-PSNR; rows without our PSNR but with a published
-    one are drawn hollow at the published figure. False if nothing to draw or no
-    matplotlib (an optional extra: rdsrn[bench])."""
+    """Latency (p50, log scale) vs measured Y-PSNR, one point per measured row. A
+    published figure is never placed on one of our rows: each network's published
+    Set5 figure is a dashed horizontal line of its own, labelled as published. False if
+    nothing to draw or no matplotlib (an optional extra: rdsrn[bench])."""
     pts = []
+    published: dict[str, float] = {}
     for r in rows:
-        if r.get("status") != "ok" or not r.get("p50_ms"):
+        if r.get("psnr_published_set5") is not None:
+            published[str(r.get("arch") or r["model"])] = float(r["psnr_published_set5"])
+        if r.get("status") != "ok" or not r.get("p50_ms") or r.get("psnr") is None:
             continue
-        psnr, hollow = r.get("psnr"), False
-        if psnr is None and r.get("psnr_published_set5") is not None:
-            psnr, hollow = r["psnr_published_set5"], True
-        if psnr is None:
-            continue
-        pts.append((r["p50_ms"], psnr, hollow,
+        pts.append((r["p50_ms"], r["psnr"],
                     f"{r['model']} {r['format']} {r['precision']} t{r['threads']}"))
     if not pts or importlib.util.find_spec("matplotlib") is None:
         return False
@@ -242,12 +241,19 @@ def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    for x, y, hollow, label in pts:
-        ax.scatter([x], [y], s=40, facecolors="none" if hollow else "C0", edgecolors="C0")
+    for x, y, label in pts:
+        ax.scatter([x], [y], s=40, color="C0")
         ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for i, (model, psnr) in enumerate(sorted(published.items())):
+        ax.axhline(psnr, color=f"C{1 + i % 8}", linestyle="--", linewidth=0.8)
+        ax.annotate(f"{model}: published {psnr:.2f} (Set5, not measured here)",
+                    (0.01, psnr), xycoords=("axes fraction", "data"), fontsize=6,
+                    xytext=(0, 2), textcoords="offset points", color=f"C{1 + i % 8}")
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 (ms, log scale)")
-    ax.set_ylabel("Y-PSNR (dB); hollow = published figure, Set5")
+    data = sorted({r.get("accuracy_data") for r in rows if r.get("accuracy_data")})
+    ax.set_ylabel(f"Y-PSNR (dB), measured on {', '.join(data) or 'the test set'}; "
+                  "dashed: published", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

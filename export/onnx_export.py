@@ -220,14 +220,16 @@ def _chunk(n: int, most: int = 8) -> int:
 def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
                   method: str = "minmax", exclude_cca: bool = False,
                   percentile: float = 99.999,
-                  keep_float: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+                  keep_float: tuple[str, ...] = (),
+                  float_nodes: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
     """Static QDQ quantization of an FP32 onnx.ModelProto; returns (model, info).
 
     Weights int8 per output channel (symmetric, pair-safe scales: export.saturation);
     activations `act_type` (asymmetric),
     ranges from `calib` by `method`. `exclude_cca` keeps the channel attention's ops
     (mean/std/MLP/sigmoid/mul) in float; `keep_float` names layer groups
-    (rdsrn.quant.qat.GROUPS) whose nodes stay float.
+    (rdsrn.quant.qat.GROUPS) whose nodes stay float; `float_nodes` names further nodes
+    of `fp32` that stay float (any network).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -244,6 +246,7 @@ def quantize_int8(fp32: Any, calib: CalibrationSet, *, act_type: str = "uint8",
         from .qat_ranges import nodes_outside
 
         nodes_to_exclude += nodes_outside(fp32, set(keep_float), inside=True)
+    nodes_to_exclude += list(float_nodes)
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True,
                              "CalibStridedMinMax": _chunk(len(calib.patches))}
     if method == "percentile":

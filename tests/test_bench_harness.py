@@ -86,8 +86,12 @@ def test_report_files(tiny_rows, tmp_path):
     rows, machine = tiny_rows
     doc = {"name": "tiny", "command": "rdsrn bench ...", "machine": {**machine, "os": "x"},
            "peaks": {"fp32 x1": "assumption text"}, "rows": rows}
+    # rdsrn_x4 rows carry the paper's published PSNR, never plotted as our rows' figure:
+    # with no measured PSNR there is nothing to plot
+    assert not any(r.get("psnr") for r in rows)
+    assert "png" not in report.write_results(doc, tmp_path / "none", "tiny")
+    doc["rows"] = rows = [dict(rows[0], psnr=30.0, accuracy_data="Set5"), *rows[1:]]
     paths = report.write_results(doc, tmp_path / "out", "tiny")
-    # rdsrn_x4 rows have the paper's published PSNR: plotted hollow at our latency
     assert set(paths) == {"json", "csv", "md", "png"}
     loaded = json.loads(paths["json"].read_text())
     assert set(loaded) >= {"machine", "rows"} and len(loaded["rows"]) == len(rows)

@@ -226,3 +226,41 @@ def test_rlfn_exports_to_onnx_with_parity(tmp_path, monkeypatch, capsys):
     assert up.metadata["min_input"] >= 15 and up.metadata["model"]["arch"] == "RLFN"
     img = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
     assert up.upscale(img).shape == (120, 160, 3)
+
+
+def test_generic_qat_run_from_an_official_checkpoint(tmp_path):
+    """`rdsrn train --config rlfn_x4_qat --weights official.pth` on a narrow RLFN: the
+    official layout initializes it, the fake-quant network (pair-safe int8 convs, uint8
+    grids) trains, and the saved weights are a plain RLFN state dict that loads back."""
+    import cv2
+
+    from rdsrn.quant.generic import FakeQuantNet
+    from rdsrn.training.config import load_config
+    from rdsrn.training.trainer import Trainer
+    from rdsrn.weights import load_state
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        small = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        cv2.imwrite(str(data / f"{i}.png"), cv2.resize(small, (280, 280)))
+    narrow = {"channels": 8, "blocks": 1, "esa_channels": 4}
+    torch.manual_seed(0)
+    ckpt = tmp_path / "official.pth"
+    torch.save(_official_rlfn(create_model("rlfn_x4", **narrow)), ckpt)
+    sets = [f"train_dirs=[{data}]", f"val_dir={data}", f"cache_dir={tmp_path / 'cache'}",
+            f"out_dir={tmp_path / 'run'}", f"model_args={narrow}".replace("'", ""),
+            f"init_from={ckpt}", "patch_size=16", "batch_size=2", "iterations=2",
+            "val_every=2", "ckpt_every=1", "threads=1", "qat={calib_patches: 2, distill: true}"]
+    t = Trainer(load_config("rlfn_x4_qat", sets), progress=False)
+    assert isinstance(t.model, FakeQuantNet)
+    before = {k: v.clone() for k, v in t.model.m.state_dict().items()}
+    t.fit()
+    state, meta = load_state(tmp_path / "run" / "last.safetensors")
+    assert set(state) == set(before) and meta["recipe"]["qat_weights"]["int8_convs"] == 12
+    assert any(not torch.equal(state[k], before[k]) for k in state)
+    create_model("rlfn_x4", weights=tmp_path / "run" / "last.safetensors", **narrow)
+    with pytest.raises(UserError, match="qat.equalize': RDSRN only"):
+        Trainer(load_config("rlfn_x4_qat", sets[:3] + [f"out_dir={tmp_path / 'r2'}"]
+                            + sets[4:] + ["qat={equalize: true}"]), progress=False)

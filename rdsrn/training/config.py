@@ -242,8 +242,9 @@ def build_model(cfg: TrainConfig) -> Any:
             warnings.simplefilter("ignore")  # zero-size init warnings before the error
             model = create_model(cfg.model, **cfg.model_args)
             in_ch = int(getattr(model, "config", {}).get("in_channels", 3))
+            side = max(8, int(getattr(model, "min_size", 0)))
             with torch.no_grad():
-                model.eval()(torch.rand(1, in_ch, 8, 8))
+                model.eval()(torch.rand(1, in_ch, side, side))
     except Exception as exc:  # the constructors raise ValueError/TypeError/RuntimeError
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"config key 'model_args' {cfg.model_args}: {cfg.model} cannot be "

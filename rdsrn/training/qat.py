@@ -111,14 +111,15 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
     from rdsrn.quant.qat import QATRDSRN, check_qat_init
 
     section = check_section(dict(cfg.qat))
-    if not isinstance(model, RDSRN):
-        raise UserError(f"qat: supports RDSRN models only, not {cfg.model}")
     if not cfg.init_from:
-        raise UserError("qat: needs init_from (the FP32 weights to fine-tune)")
-    check_qat_init(model, cfg.init_from)
+        raise UserError("qat: needs init_from (the FP32 weights to fine-tune; rdsrn train "
+                        "--weights FILE)")
     if cfg.precision != "fp32":
         raise UserError(f"qat: precision must be fp32, not {cfg.precision!r} (bf16 cannot "
                         "hold the 256 levels of an 8-bit grid exactly)")
+    if not isinstance(model, RDSRN):
+        return _prepare_generic(model, cfg, section, calibrate, log)
+    check_qat_init(model, cfg.init_from)
     equalize = section.get("equalize", False)
     batches: list[torch.Tensor] = []
     if (calibrate and not section.get("init_ranges")) or equalize:  # resume: checkpoint ranges
@@ -146,6 +147,35 @@ def prepare(model: nn.Module, cfg: Any, calibrate: bool,
     elif calibrate:
         seen = q.calibrate(batches)
         log(f"qat: {len(q.points)} activation ranges calibrated (min/max) on {seen} patches")
+    return q
+
+
+GENERIC_KEYS = ("calib_patches", "distill", "weight_rule")
+
+
+def _prepare_generic(model: nn.Module, cfg: Any, section: dict[str, Any], calibrate: bool,
+                     log: Callable[[str], None]) -> nn.Module:
+    """Any other network: `rdsrn.quant.generic.FakeQuantNet` (pair-safe weights unless
+    qat.weight_rule says otherwise; min/max activation grids, fixed)."""
+    from rdsrn.quant.generic import FakeQuantNet
+
+    extra = sorted(set(section) - set(GENERIC_KEYS))
+    if extra:
+        raise UserError(f"config key 'qat.{extra[0]}': RDSRN only; for {cfg.model} the qat "
+                        f"keys are {', '.join(GENERIC_KEYS)}")
+    try:
+        q = FakeQuantNet(model, section.get("weight_rule", "pair_safe"))
+    except ValueError as exc:
+        raise UserError(f"qat: {exc}") from None
+    if calibrate:
+        device = next(model.parameters()).device
+        seen = q.calibrate(b.to(device) for b in calibration_batches(
+            cfg.train_dirs, model.scale, CALIB_PATCH_LR, section.get("calib_patches", 32),
+            cfg.seed + 7))
+        info = q.summary()
+        log(f"qat: {info['int8_convs']} int8 convs ({info['weight_rule']} weights), "
+            f"{info['activation_grids']} uint8 activation grids calibrated (min/max) on "
+            f"{seen} patches")
     return q
 
 
@@ -201,8 +231,13 @@ def optimizer_groups(model: nn.Module, cfg: Any) -> list[dict[str, Any]] | list[
 def weights_view(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """(module to save, metadata): a QAT model saves its inner RDSRN with the learned
     ranges in meta["qat"]; any other model is returned unchanged."""
+    from rdsrn.quant.generic import FakeQuantNet
     from rdsrn.quant.qat import QATRDSRN, qat_metadata
 
+    if isinstance(model, FakeQuantNet):  # float weights; the exporter recalibrates grids
+        meta = dict(meta)
+        meta["recipe"] = {**meta.get("recipe", {}), "qat_weights": model.summary()}
+        return model.m, meta
     if not isinstance(model, QATRDSRN):
         return model, meta
     meta = dict(meta)
