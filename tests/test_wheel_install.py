@@ -116,12 +116,19 @@ def test_wheel_holds_every_package_and_the_bundled_files(dist) -> None:
     assert _code_folders() <= packaged, _code_folders() - packaged
     for folder, pattern, prefix in (("runtimes/models", "*.onnx", "rdsrn/runtimes/models"),
                                     ("runtimes/models", "*.tflite", "rdsrn/runtimes/models"),
-                                    ("rdsrn/weights", "*.safetensors", "rdsrn/weights"),
+                                    ("rdsrn/weights", "rdsrn_x?.safetensors", "rdsrn/weights"),
+                                    ("rdsrn/weights", "rdsrn_x?_anchor_qat.safetensors",
+                                     "rdsrn/weights"),
                                     ("rdsrn/configs", "*.yaml", "rdsrn/configs")):
         files = sorted((REPO / folder).glob(pattern))
         assert files, f"nothing to ship in {folder}/{pattern}"
         for f in files:
             assert f"{prefix}/{f.name}" in names, f"{f.name} missing from the wheel"
+    # training intermediates are not shipped: the wheel stays small
+    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".safetensors"))
+    assert shipped == [f"rdsrn_x{s}{t}.safetensors" for s in (2, 3, 4)
+                       for t in ("", "_anchor_qat")], shipped
+    assert Path(dist["wheel"]).stat().st_size < 45e6
     with tarfile.open(dist["sdist"]) as t:
         members = {m.split("/", 1)[1] for m in t.getnames() if "/" in m}
     assert {"runtimes/models/rdsrn_x4_int8.tflite", "rdsrn/weights/rdsrn_x4.safetensors",
