@@ -353,9 +353,9 @@ def markdown(rows: list[dict[str, Any]], command: str, host: dict[str, Any],
              "saturation) and the native full-set Δ plus the Δ vs native still within. "
              "Accuracy only: no emulated timings.", "",
              f"The native rows, and the full-set figures the emulated rows inherit from "
-             f"them, hold for this host's INT8 kernel class only ({host['kernel_path']}: "
-             "int8 dot-product kernels, AVX-VNNI / AVX-512 VNNI here); on another class run "
-             "`--runners native` there.", "",
+             f"them, hold for this host's INT8 kernel class only (`{host['kernel_path']}`: "
+             f"{KERNEL_PATHS.get(host['kernel_path'], 'not characterised')}); on another "
+             "class run `--runners native` there.", "",
              "| runner | kernel path seen | file | Set5 Δ (n) | BSD68 Δ (n) | worst image Δ "
              "| Δ vs native | same as native (max diff, levels) | ok |",
              "|---|---|---|---|---|---|---|---|---|"]
