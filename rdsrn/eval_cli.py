@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 from rdsrn.network_spec import add_network_arguments, is_user_spec, parse_model_args
 from rdsrn.runtimes.errors import MissingExtraError, UserError
+from rdsrn.runtimes.formats import FORMATS
 
 REPO = Path(__file__).resolve().parents[1]
-EXPORT_SUFFIXES = (".onnx", ".tflite")
+EXPORT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())  # .onnx, .tflite, .xml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Inference backends: onnxruntime for `.onnx`, LiteRT for `.tflite`.
+"""Inference backends: onnxruntime for `.onnx`, LiteRT for `.tflite`, OpenVINO for `.xml`
+(OpenVINO IR, with its `.bin` beside it).
 
 A backend wraps one model file and runs one batch-1 tensor:
 
@@ -31,24 +32,31 @@ from .errors import MissingExtraError, UserError
 from .formats import FORMATS, METADATA_KEY
 from .native_noise import quiet_native
 
-BACKENDS = ("auto", "onnxruntime", "litert")
+BACKENDS = ("auto", "onnxruntime", "litert", "openvino")
+# the runtime of each format (formats.FORMATS)
+RUNTIME_OF = {"onnx": "onnxruntime", "tflite": "litert", "openvino": "openvino"}
 
 _TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8
 
 
 def detect_format(path: str | Path) -> str:
-    """"onnx" or "tflite", from the file's content (TFLite flatbuffers carry "TFL3")."""
+    """"onnx", "tflite" or "openvino", from the file's content (TFLite flatbuffers carry
+    "TFL3"; OpenVINO IR is XML with a <net> root)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(256)
     except FileNotFoundError:
         raise UserError(f"{path}: no such model file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read model ({exc.strerror or exc})") from None
     if len(head) < 8:
         raise UserError(f"{path}: not a model file (too short)")
-    return "tflite" if head[4:8] == _TFLITE_IDENTIFIER else "onnx"
+    if head[4:8] == _TFLITE_IDENTIFIER:
+        return "tflite"
+    if head.lstrip().startswith(b"<?xml") or head.lstrip().startswith(b"<net"):
+        return "openvino"
+    return "onnx"
 
 
 def _threads(threads: int | None) -> int:
@@ -332,6 +340,53 @@ class LiteRTBackend(Backend):
         return self._check_output(x, self._from_model(y))
 
 
+class OpenVINOBackend(Backend):
+    """OpenVINO Runtime on the CPU device: an IR model (.xml + .bin), FP32 or INT8
+    (the QDQ graph of the INT8 ONNX file, run with OpenVINO's int8 kernels), float I/O.
+    FP32 models run in f32 (OpenVINO would otherwise pick bf16 on CPUs that have it)."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        try:
+            ov = importlib.import_module("openvino")
+        except ImportError:
+            raise MissingExtraError("openvino", FORMATS["openvino"].runtime_extra) from None
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise UserError(f"{path}: its weights file {weights.name} is missing (an "
+                            "OpenVINO model is the .xml and the .bin beside it)")
+        self.threads = _threads(threads)
+        try:
+            core = ov.Core()
+            model = core.read_model(str(path), str(weights))
+            raw = model.get_rt_info([METADATA_KEY]).astype(str) \
+                if model.has_rt_info([METADATA_KEY]) else None
+            config = {"INFERENCE_NUM_THREADS": self.threads,
+                      "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError for most load failures
+            raise UserError(f"{path}: OpenVINO cannot load it ({_first_line(exc)})") from None
+        super().__init__(path, parse_metadata(raw, path, "openvino"))
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise UserError(f"{path}: expected one input and one output tensor")
+        shape = [d.get_length() if d.is_static else -1 for d in model.input(0).get_partial_shape()]
+        out_shape = [d.get_length() if d.is_static else -1
+                     for d in model.output(0).get_partial_shape()]
+        self._check_shape(shape, "input")
+        self._check_shape(out_shape, "output")
+        self._reconcile_size(self._fixed_size(shape))
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            y = self.request.infer({0: self._to_model(x)})[self.compiled.output(0)]
+        except Exception as exc:
+            raise UserError(f"{self.path}: OpenVINO cannot run it ({_first_line(exc)})") \
+                from None
+        return self._check_output(x, self._from_model(np.asarray(y, dtype=np.float32)))
+
+
 def load_backend(path: str | Path, backend: str = "auto",
                  threads: int | None = None) -> Backend:
     """Open `path` with the runtime for its format ("auto") or the one named."""
@@ -341,7 +396,9 @@ def load_backend(path: str | Path, backend: str = "auto",
     if not path.is_file():
         raise UserError(f"{path}: no such model file")
     fmt = detect_format(path)
-    wanted = {"onnx": "onnxruntime", "tflite": "litert"}[fmt]
+    wanted = RUNTIME_OF[fmt]
     if backend not in ("auto", wanted):
-        raise UserError(f"{path}: a {fmt} model cannot run on backend {backend!r}")
-    return OnnxBackend(path, threads) if fmt == "onnx" else LiteRTBackend(path, threads)
+        raise UserError(f"{path}: a {fmt} model runs on {wanted}, not on backend "
+                        f"{backend!r}")
+    cls = {"onnx": OnnxBackend, "tflite": LiteRTBackend, "openvino": OpenVINOBackend}[fmt]
+    return cls(path, threads)

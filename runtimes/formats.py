@@ -2,9 +2,10 @@
 benchmark. Pure Python: importing it loads no runtime.
 
 Every artifact carries its metadata inside the file as one JSON object under the key
-`METADATA_KEY` (ONNX: `metadata_props`; TFLite: a named metadata buffer). Its fields:
+`METADATA_KEY` (ONNX: `metadata_props`; TFLite: a named metadata buffer; OpenVINO IR: the
+model's rt_info). Its fields:
 
-    format        "onnx" | "tflite"
+    format        "onnx" | "tflite" | "openvino"
     scale         int, upscaling factor
     layout        "NCHW" | "NHWC" (input and output)
     value_range   [0, 1] for float I/O; for quantized I/O the real range is still [0, 1]
@@ -46,16 +47,9 @@ FORMATS: dict[str, Format] = {
                    ("input_size",)),
     "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "export",
                      "litert", ("input_size", "int8_io")),
+    # OpenVINO IR: FILE.xml with FILE.bin beside it; metadata in the IR's rt_info
+    "openvino": Format("openvino", ".xml", ("fp32", "int8"), "NCHW", "export", "openvino",
+                       ("input_size",)),
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def format_for_path(path: str) -> Format:
-    """The format of a model file, by its suffix (the content is checked on load)."""
-    lower = str(path).lower()
-    for fmt in FORMATS.values():
-        if lower.endswith(fmt.suffix):
-            return fmt
-    known = ", ".join(f.suffix for f in FORMATS.values())
-    raise ValueError(f"{path}: unknown model file type (expected {known})")
