@@ -218,6 +218,12 @@ def _embedded_metadata(path: Path) -> dict[str, Any]:
     fmt = detect_format(path)
     if fmt == "tflite":
         raw = _read_tflite_meta(path)
+    elif fmt == "openvino":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        raw = model.get_rt_info([METADATA_KEY]).astype(str) \
+            if model.has_rt_info([METADATA_KEY]) else None
     else:
         try:
             import onnx
@@ -241,7 +247,7 @@ def _artifact_cases(path: Path, threads: list[int], sizes: list[tuple[int, int]]
 
     if not path.is_file():
         raise UserError(f"{path}: no such model file")
-    fmt = "tflite" if path.suffix.lower() == ".tflite" else "onnx"
+    fmt = {".tflite": "tflite", ".xml": "openvino"}.get(path.suffix.lower(), "onnx")
     meta: dict[str, Any] = {}
     try:
         meta = _embedded_metadata(path)

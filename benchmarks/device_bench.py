@@ -89,7 +89,8 @@ def _os_name() -> str:
 
 
 def package_versions(names: tuple[str, ...] = (
-        "numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "opencv-python-headless",
+        "numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "openvino",
+        "opencv-python-headless",
         "opencv-python", "torch", "tensorflow-cpu", "tensorflow", "onnx")) -> dict[str, str]:
     """Installed versions from package metadata (imports nothing)."""
     try:
@@ -497,6 +498,41 @@ class OnnxRunner(Runner):
         return self.session.run(self._out, self._feed)
 
 
+class OpenVINORunner(Runner):
+    """OpenVINO Runtime, CPU device, f32 inference precision (the runtime layer's
+    setting), latency hint; an IR model (.xml with its .bin)."""
+
+    def __init__(self, path: str, threads: int, input_hw: tuple[int, int] | None,
+                 seed: int = 0) -> None:
+        import openvino as ov
+
+        self.runtime, self.runtime_version = "openvino", ov.__version__
+        self.notes = []
+        core = ov.Core()
+        model = core.read_model(path)
+        dims = [d.get_length() if d.is_static else -1 for d in model.input(0).get_partial_shape()]
+        if dims[2] > 0 and dims[3] > 0:
+            hw = (dims[2], dims[3])
+            if input_hw is not None and hw != tuple(input_hw):
+                self.notes.append(f"fixed input {hw[1]}x{hw[0]} used")
+        elif input_hw is None:
+            raise ValueError("dynamic-size OpenVINO model: give --input")
+        else:
+            hw = tuple(input_hw)
+        self.compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.input_hw = hw
+        self._x = _random_tensor((1, 3, hw[0], hw[1]), np.float32, np.random.default_rng(seed))
+        y = self.run()
+        self.output_hw = (int(y.shape[2]), int(y.shape[3]))
+        self.io_dtype = "float32"
+
+    def run(self) -> Any:
+        return self.request.infer({0: self._x})[self.compiled.output(0)]
+
+
 class BicubicRunner(Runner):
     """OpenCV bicubic resize of a uint8 RGB image: the floor every SR model must beat."""
 
@@ -533,7 +569,10 @@ def open_runner(model: str, threads: int, input_hw: tuple[int, int] | None,
         return TFLiteRunner(model, threads, input_hw, delegate)
     if lower.endswith(".onnx"):
         return OnnxRunner(model, threads, input_hw)
-    raise ValueError(f"{model}: unknown model type (expected .tflite, .onnx or bicubic)")
+    if lower.endswith(".xml"):
+        return OpenVINORunner(model, threads, input_hw)
+    raise ValueError(f"{model}: unknown model type (expected .tflite, .onnx, .xml "
+                     "(OpenVINO) or bicubic)")
 
 
 def one_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rdsrn.runtimes.errors import UserError
+from rdsrn.runtimes.formats import FORMATS
 
 from . import device_bench as db
 
@@ -54,8 +55,7 @@ def have(module: str) -> bool:
 # format -> precisions it is measured in. "bicubic" is OpenCV's resize (uint8).
 FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "pytorch": ("fp32", "bf16"),
-    "onnx": ("fp32", "int8"),
-    "tflite": ("fp32", "fp16", "int8"),
+    **{name: fmt.precisions for name, fmt in FORMATS.items()},  # onnx, tflite, openvino
     "bicubic": ("uint8",),
     "upscaler": ("fp32", "fp16", "int8"),  # runtimes.Upscaler end to end (overhead rows)
 }
@@ -323,7 +323,7 @@ def prepare_artifact(case: Case, opts: Options) -> Path:
         return path
     weights, kind = weights_for(case, opts)
     fmt = case.artifact_format
-    suffix = ".onnx" if fmt == "onnx" else ".tflite"
+    suffix = FORMATS[fmt].suffix
     label = "_".join([case.model] + [f"{k}{v}" for k, v in sorted(case.overrides.items())])
     key_case = Case(case.model, fmt, case.precision, 1, case.input_hw, case.overrides)
     out = opts.cache_dir / (f"{label}_{case.precision}_{_cache_key(key_case, weights, opts)}"
@@ -339,6 +339,8 @@ def prepare_artifact(case: Case, opts: Options) -> Path:
                             "covers RDSRN only)")
     needed = ("torch", "tensorflow") if fmt == "tflite" or rdsrn else ("torch", "onnx",
                                                                        "onnxruntime")
+    if fmt == "openvino":
+        needed = ("torch", "onnx", "onnxruntime", "openvino")
     if not all(have(m) for m in needed):
         raise ArtifactError(f"no {fmt} {case.precision} artifact for {case.display}: "
                             + EXPORT_MISSING)
@@ -382,6 +384,8 @@ def _export(case: Case, opts: Options, weights: str | None, kind: str, out: Path
             msg = db.one_line(RuntimeError(_last_line(p.stderr) or _last_line(p.stdout)
                                            or f"exit {p.returncode}"))
             raise ArtifactError(f"rdsrn export failed: {msg.split(': ', 1)[-1]}")
+        if made[0].with_suffix(".bin").is_file():  # OpenVINO IR: the weights first
+            shutil.move(str(made[0].with_suffix(".bin")), out.with_suffix(".bin"))
         shutil.move(str(made[0]), out)
 
 
@@ -410,7 +414,7 @@ def measure_argv(case: Case, artifact: Path | None, opts: Options,
     """The subprocess command that times one case (`case.input_hw` is the LR size;
     artifacts of pre-upscaled networks are fed the HR size)."""
     size = db.format_size(case.input_hw)
-    if case.format in ("onnx", "tflite") and pre_upscaled(case.model):
+    if case.format in ("onnx", "tflite", "openvino") and pre_upscaled(case.model):
         size = db.format_size((case.input_hw[0] * case.scale, case.input_hw[1] * case.scale))
     common = ["--threads", str(case.threads), "--input", size, "--warmup", str(opts.warmup),
               "--runs", str(opts.runs), "--min-time", str(opts.min_time)]
@@ -579,7 +583,7 @@ def measure_accuracy(case: Case, artifact: Path | None, opts: Options,
 
     base = json.dumps([case.model, case.overrides, weights], sort_keys=True)
     key = json.dumps([base, case.format, case.precision,
-                      str(artifact) if case.format in ("onnx", "tflite", "upscaler") else ""])
+                      str(artifact) if case.format in ("onnx", "tflite", "openvino", "upscaler") else ""])
     mine = evaluate(key, lambda: _upscale_fn(case, artifact, opts, weights))
     if not mine:
         return out
@@ -626,10 +630,12 @@ def run_case(case: Case, opts: Options, machine: dict[str, Any], acc: AccuracyCa
             counts_cache[key] = model_counts(case, opts)
         row.update(counts_cache[key])
         artifact = None
-        if case.format in ("onnx", "tflite", "upscaler"):
+        if case.format in ("onnx", "tflite", "openvino", "upscaler"):
             artifact = prepare_artifact(case, opts)
             row["artifact"] = str(artifact)
-            row["size_mb"] = artifact.stat().st_size / 1e6
+            weights_bin = artifact.with_suffix(".bin")  # OpenVINO IR keeps its weights there
+            row["size_mb"] = (artifact.stat().st_size + (weights_bin.stat().st_size
+                              if artifact.suffix == ".xml" and weights_bin.is_file() else 0)) / 1e6
         elif case.format == "pytorch" and weights:
             row["size_mb"] = Path(weights).stat().st_size / 1e6
         elif case.format == "pytorch" and row.get("params"):
