@@ -123,12 +123,15 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if precision != "int8":
             raise UserError(f"{opt} applies to --precision int8 only")
-        if fmt_needed not in formats:
-            raise UserError(f"{opt} applies to --format {fmt_needed} only")
-    int8_io = _choice("--int8-io", args.int8_io or "uint8", ("uint8", "int8"))
-    int8_act = _choice("--int8-act", args.int8_act or "uint8", ("uint8", "int8"))
-    calib_method = _choice("--calib-method", args.calib_method or "minmax",
-                           ("minmax", "percentile", "entropy"))
+        takes = {fmt_needed, "openvino"} if fmt_needed == "onnx" else {fmt_needed}
+        if not takes & set(formats):  # an OpenVINO file is built from the ONNX one
+            raise UserError(f"{opt} applies to --format {' / '.join(sorted(takes))} only")
+    from .onnx_export import ACT_TYPES, CALIB_METHODS
+    from .tflite_export import INT8_IO
+
+    int8_io = _choice("--int8-io", args.int8_io or "uint8", INT8_IO)
+    int8_act = _choice("--int8-act", args.int8_act or "uint8", ACT_TYPES)
+    calib_method = _choice("--calib-method", args.calib_method or "minmax", CALIB_METHODS)
     if args.max_drop is not None and precision != "int8":
         raise UserError("--max-drop applies to --precision int8 only")
     max_drop = 0.3 if args.max_drop is None else args.max_drop
@@ -172,7 +175,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         print("[export] skipping openvino: not installed (pip install 'rdsrn[openvino]')",
               flush=True)
     for f in formats:
-        _need(NEEDS[f], "openvino" if f == "openvino" else "export")
+        _need(NEEDS[f], FORMATS[f].export_extra)
     _need(("torch", "safetensors"))
     keep_float: tuple[str, ...] = ()
     if args.qat and precision != "int8":

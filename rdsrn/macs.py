@@ -135,14 +135,6 @@ def macs_for_hd_output(
     return count_macs(model, size, in_channels)
 
 
-def format_count(n: float, unit: str = "") -> str:
-    """Human-readable count: 1.36e11 -> '136.0 G'."""
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= factor:
-            return f"{n / factor:.1f} {prefix}{unit}"
-    return f"{n:g} {unit}".rstrip()
-
-
 def conv2d_macs(h_out: int, w_out: int, c_in: int, c_out: int, k: int, groups: int = 1) -> int:
     """Closed form for a k x k Conv2d: H_out * W_out * C_out * (C_in / groups) * k * k."""
     return h_out * w_out * c_out * (c_in // groups) * k * k

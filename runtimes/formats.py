@@ -37,19 +37,17 @@ class Format:
     suffix: str  # file suffix
     precisions: tuple[str, ...]
     layout: str  # tensor layout of input and output
-    export_extra: str  # pip extra that can write it
+    export_extra: str  # pip extra that can write it (with rdsrn[export])
     runtime_extra: str  # pip extra that can run it
-    options: tuple[str, ...] = ()  # format-specific export options
 
 
 FORMATS: dict[str, Format] = {
-    "onnx": Format("onnx", ".onnx", ("fp32", "int8"), "NCHW", "export", "onnx",
-                   ("input_size",)),
+    "onnx": Format("onnx", ".onnx", ("fp32", "int8"), "NCHW", "export", "onnx"),
     "tflite": Format("tflite", ".tflite", ("fp32", "fp16", "int8"), "NHWC", "export",
-                     "litert", ("input_size", "int8_io")),
+                     "litert"),
     # OpenVINO IR: FILE.xml with FILE.bin beside it; metadata in the IR's rt_info
-    "openvino": Format("openvino", ".xml", ("fp32", "int8"), "NCHW", "export", "openvino",
-                       ("input_size",)),
+    "openvino": Format("openvino", ".xml", ("fp32", "int8"), "NCHW", "openvino",
+                       "openvino"),
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
