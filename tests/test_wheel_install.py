@@ -12,6 +12,7 @@ this environment. The extras' dependency lists are checked from the wheel's META
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -274,3 +275,47 @@ def test_default_model_is_the_fastest_bundled_file(monkeypatch, scale, installed
     monkeypatch.setenv("RDSRN_KERNEL_PATH", kp)
     assert bundled.default_model_path(scale).name == expected
     assert bundled.resolve_model(f"rdsrn_x{scale}").name == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="openvino not installed (pip install 'rdsrn[openvino]')")
+def test_openvino_extra_runs_an_exported_ir_without_torch(dist, data_dir,
+                                                          tmp_path_factory) -> None:
+    """The wheel with only the openvino extra (no torch, no onnxruntime, no LiteRT) runs
+    an OpenVINO IR exported here through `rdsrn upscale`."""
+    import cv2
+
+    from rdsrn.export.openvino_export import export_openvino
+
+    from export_fixtures import crop_inputs, small_source
+
+    ir = tmp_path_factory.mktemp("ir") / "small_fp32.xml"
+    export_openvino(small_source(), ir, "fp32", parity_inputs=crop_inputs(data_dir, [(40, 40)]),
+                    log=lambda s: None)
+    house = tmp_path_factory.mktemp("wheelhouse_ov")
+    pins = [f"{d}=={metadata.version(d)}" for d in (*BASE_DISTS, "openvino",
+                                                    "openvino-telemetry")]
+    p = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+              "--disable-pip-version-check", "-q", "-d", str(house), *pins], cwd=house)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    root = tmp_path_factory.mktemp("venv_openvino")
+    assert _run([sys.executable, "-m", "venv", "--without-pip", str(root)], cwd=root).returncode == 0
+    p = _run([sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "install",
+              "-q", "--no-deps", "--no-index", "--no-compile", "--disable-pip-version-check",
+              "--find-links", str(house), str(dist["wheel"]), *BASE_DISTS, "openvino",
+              "openvino-telemetry"], cwd=root)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    cwd = tmp_path_factory.mktemp("work_openvino")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "RDSRN_"))}
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    cv2.imwrite(str(cwd / "small.png"),
+                np.random.default_rng(0).integers(0, 256, (12, 16, 3), np.uint8))
+    p = _run([str(root / "bin" / "rdsrn"), "upscale", "small.png", "-o", "up", "--model",
+              str(ir)], cwd=cwd, env=env)
+    assert p.returncode == 0, p.stderr
+    out = cv2.imread(str(cwd / "up" / "small_x4.png"))
+    assert out is not None and out.shape == (48, 64, 3)
+    p = _run([str(root / "bin" / "python"), "-c", "import importlib.util as u; "
+              "print([u.find_spec(m) is None for m in ('torch', 'onnxruntime', "
+              "'ai_edge_litert', 'tensorflow')])"], cwd=cwd, env=env)
+    assert p.stdout.strip().endswith("[True, True, True, True]"), p.stdout + p.stderr
