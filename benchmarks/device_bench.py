@@ -454,6 +454,20 @@ def delegation_summary(nodes: list[dict[str, Any]]) -> dict[str, Any]:
             "outside": count(i for i in orig if i not in inside), "inside": count(inside)}
 
 
+def _input_hw(dims: list[Any], input_hw: tuple[int, int] | None, notes: list[str],
+              what: str) -> tuple[int, int]:
+    """(H, W) to feed: a fixed-size model's own (noted when --input differs), else
+    --input (required for a dynamic-size model)."""
+    if all(isinstance(v, int) and v > 0 for v in dims):
+        hw = (int(dims[0]), int(dims[1]))
+        if input_hw is not None and hw != tuple(input_hw):
+            notes.append(f"fixed input {hw[1]}x{hw[0]} used")
+        return hw
+    if input_hw is None:
+        raise ValueError(f"dynamic-size {what} model: give --input")
+    return (int(input_hw[0]), int(input_hw[1]))
+
+
 class OnnxRunner(Runner):
     def __init__(self, path: str, threads: int, input_hw: tuple[int, int] | None,
                  seed: int = 0) -> None:
@@ -473,14 +487,7 @@ class OnnxRunner(Runner):
         dims = list(inp.shape)
         nchw = dims[1] in (1, 3)
         hw_dims = dims[2:4] if nchw else dims[1:3]
-        if all(isinstance(v, int) and v > 0 for v in hw_dims):
-            hw = (int(hw_dims[0]), int(hw_dims[1]))
-            if input_hw is not None and hw != tuple(input_hw):
-                self.notes.append(f"fixed input {hw[1]}x{hw[0]} used")
-        elif input_hw is None:
-            raise ValueError("dynamic-size ONNX model: give --input")
-        else:
-            hw = tuple(input_hw)
+        hw = _input_hw(hw_dims, input_hw, self.notes, "ONNX")
         c = dims[1] if nchw else dims[3]
         c = c if isinstance(c, int) and c > 0 else 3
         shape = (1, c, hw[0], hw[1]) if nchw else (1, hw[0], hw[1], c)
@@ -511,14 +518,7 @@ class OpenVINORunner(Runner):
         core = ov.Core()
         model = core.read_model(path)
         dims = [d.get_length() if d.is_static else -1 for d in model.input(0).get_partial_shape()]
-        if dims[2] > 0 and dims[3] > 0:
-            hw = (dims[2], dims[3])
-            if input_hw is not None and hw != tuple(input_hw):
-                self.notes.append(f"fixed input {hw[1]}x{hw[0]} used")
-        elif input_hw is None:
-            raise ValueError("dynamic-size OpenVINO model: give --input")
-        else:
-            hw = tuple(input_hw)
+        hw = _input_hw(dims[2:4], input_hw, self.notes, "OpenVINO")
         self.compiled = core.compile_model(model, "CPU", {
             "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32",
             "PERFORMANCE_HINT": "LATENCY"})

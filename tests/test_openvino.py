@@ -94,3 +94,12 @@ def test_missing_extra_names_it(ir_files, monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(MissingExtraError, match=r"rdsrn\[openvino\]"):
         load_backend(ir_files[1].path)
+
+
+def test_device_bench_times_an_ir(ir_files):
+    from rdsrn.benchmarks import device_bench as db
+
+    runner = db.open_runner(str(ir_files[1].path), 1, (24, 20))
+    assert runner.runtime == "openvino" and runner.output_hw == (96, 80)
+    with pytest.raises(ValueError, match="dynamic-size OpenVINO model: give --input"):
+        db.open_runner(str(ir_files[1].path), 1, None)
