@@ -398,7 +398,7 @@ def load_backend(path: str | Path, backend: str = "auto",
     fmt = detect_format(path)
     wanted = RUNTIME_OF[fmt]
     if backend not in ("auto", wanted):
-        raise UserError(f"{path}: a {fmt} model runs on {wanted}, not on backend "
-                        f"{backend!r}")
+        raise UserError(f"{path}: a {fmt} model cannot run on backend {backend!r}; it runs "
+                        f"on {wanted}")
     cls = {"onnx": OnnxBackend, "tflite": LiteRTBackend, "openvino": OpenVINOBackend}[fmt]
     return cls(path, threads)

@@ -75,7 +75,7 @@ def test_xml_without_its_bin_is_one_line(ir_files, tmp_path):
 def test_a_file_of_another_runtime_is_refused(ir_files):
     from rdsrn.runtimes import Upscaler
 
-    with pytest.raises(UserError, match="runs on openvino, not on backend 'onnxruntime'"):
+    with pytest.raises(UserError, match="cannot run on backend 'onnxruntime'; it runs on openvino"):
         Upscaler(ir_files[1].path, backend="onnxruntime")
 
 

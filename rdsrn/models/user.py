@@ -55,8 +55,6 @@ def import_class(spec: str) -> type:
 def build(spec: str, scale: int | None, model_args: dict[str, Any] | None = None) -> Any:
     """The user's network, built, in eval mode, with `scale` and `config` set and its
     output shape checked. `scale` is required (the network does not declare it)."""
-    import torch
-
     if scale is None:
         raise UserError(f"--model {spec}: a network of your own needs --scale")
     cls = import_class(spec)
@@ -64,8 +62,9 @@ def build(spec: str, scale: int | None, model_args: dict[str, Any] | None = None
     try:
         model = cls(**args)
     except Exception as exc:
-        raise UserError(f"--model {spec}: {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}) "
-                        f"failed: {type(exc).__name__}: {exc}") from None
+        call = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        raise UserError(f"--model {spec}: {cls.__name__}({call}) failed: "
+                        f"{type(exc).__name__}: {exc}") from None
     declared = getattr(model, "scale", None)
     if isinstance(declared, int) and declared != scale:
         raise UserError(f"--model {spec}: the network says scale {declared}, --scale is {scale}")
