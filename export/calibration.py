@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from rdsrn.data import IMAGE_SUFFIXES
 from rdsrn.runtimes.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_PATCHES = 100
 DEFAULT_PATCH_LR = 64  # LR side of a calibration patch (dynamic-size exports)
 _EXTRA_TRIES = 64  # extra crops drawn to reach 0 and 255

@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 
 from rdsrn.runtimes.errors import UserError
+from rdsrn.runtimes.io import IMAGE_SUFFIXES  # the one list of image suffixes
 
 from .imresize import imresize
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

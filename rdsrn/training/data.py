@@ -18,10 +18,8 @@ import torch
 
 from rdsrn.runtimes.errors import UserError
 
-from ..data import write_bytes_atomic
+from ..data import IMAGE_SUFFIXES, write_bytes_atomic
 from ..evaluate import READ_ERRORS, read_error_reason
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def find_images(folders: list[str]) -> list[Path]:
