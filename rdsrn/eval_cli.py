@@ -28,11 +28,12 @@ EXPORT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())  # .onnx, .tflite, .
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bicubic", metavar="NAME|FILE",
-                        help="'bicubic', a registry name (e.g. rdsrn_x4: its shipped "
-                             "PyTorch weights, needs torch), a .safetensors weights file, "
-                             "an exported .onnx/.tflite file or a bundled one by name "
-                             "(e.g. rdsrn_x4_int8; no torch needed) (default: bicubic)")
+    parser.add_argument("--model", default=None, metavar="NAME|FILE",
+                        help="required: 'bicubic' (with --scale), a registry name (e.g. "
+                             "rdsrn_x4: its shipped PyTorch weights, or --weights; needs "
+                             "torch), a network of your own (FILE.py:Class), a .safetensors "
+                             "weights file, an exported .onnx/.tflite/.xml file or a bundled "
+                             "one by name (e.g. rdsrn_x4_int8; no torch needed)")
     parser.add_argument("--data", default="Set5", metavar="DIR[,DIR...]",
                         help="comma-separated folders of HR images, or names of test sets "
                              "(Set5, Set14, BSD68) looked up in $RDSRN_DATA/test, else in "
@@ -213,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be >= 1")
+    if not args.model:
+        raise UserError("--model is required: a registry name (rdsrn_x4, or rlfn_x4 --weights "
+                        "FILE), an exported file (rdsrn_x4_int8.tflite, FILE.onnx, FILE.xml), "
+                        "FILE.py:Class --scale N --weights FILE, or bicubic --scale N")
     folders = resolve_datasets(args.data)
     if args.json:
         _check_json_target(args.json, args.model, folders)

@@ -256,3 +256,9 @@ def test_skip_bad_covers_every_decoder_error_type(bad_folder, capsys, monkeypatc
     assert "a_good.png" in msg
     if error == "cv2":
         assert "Assertion failed" in msg and "x.cpp" not in msg
+
+
+def test_eval_without_model_names_the_choices(capsys):
+    assert cli_main(["eval", "--data", "Set5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--model is required" in err and "bicubic" in err
