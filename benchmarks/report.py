@@ -221,13 +221,16 @@ def _simd(flag: str) -> bool:
 
 def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     """Latency (p50, log scale) vs measured Y-PSNR, one point per measured row. A
-    published figure is never placed on one of our rows: each network's published
-    Set5 figure is a dashed horizontal line of its own, labelled as published. False if
-    nothing to draw or no matplotlib (an optional extra: rdsrn[bench])."""
+    published figure is never placed on one of our rows: on a Set5 axis each network's
+    published Set5 figure is a dashed horizontal line of its own, labelled as published
+    (not drawn when PSNR was measured on other sets). False if nothing to draw or no
+    matplotlib (an optional extra: rdsrn[bench])."""
     pts = []
     published: dict[str, float] = {}
+    data = sorted({r.get("accuracy_data") for r in rows if r.get("accuracy_data")})
     for r in rows:
-        if r.get("psnr_published_set5") is not None:
+        # a published Set5 figure belongs on a Set5 axis only
+        if r.get("psnr_published_set5") is not None and data in ([], ["Set5"]):
             published[str(r.get("arch") or r["model"])] = float(r["psnr_published_set5"])
         if r.get("status") != "ok" or not r.get("p50_ms") or r.get("psnr") is None:
             continue
@@ -251,7 +254,6 @@ def plot_png(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
                     xytext=(0, 2), textcoords="offset points", color=f"C{1 + i % 8}")
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 (ms, log scale)")
-    data = sorted({r.get("accuracy_data") for r in rows if r.get("accuracy_data")})
     ax.set_ylabel(f"Y-PSNR (dB), measured on {', '.join(data) or 'the test set'}; "
                   "dashed: published", fontsize=8)
     ax.set_title(title, fontsize=9)
