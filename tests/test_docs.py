@@ -28,3 +28,6 @@ def test_docs_build_strict(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+    results = (tmp_path / "site" / "results" / "index.html").read_text()
+    # generated from the bundled files' metadata and the bench JSON records
+    assert "rdsrn_x4_int8.onnx" in results and "runtimes_networks" in results
