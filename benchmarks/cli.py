@@ -212,7 +212,8 @@ def _model_file(spec: str) -> Path:
 def _embedded_metadata(path: Path) -> dict[str, Any]:
     """A model file's embedded rdsrn metadata, read without torch: TFLite in pure
     Python; ONNX with the onnx package, else an onnxruntime session. {} if none."""
-    from rdsrn.runtimes.backends import _read_tflite_meta, detect_format, parse_metadata
+    from rdsrn.runtimes.backends import (_read_tflite_meta, detect_format, openvino_metadata,
+                                         parse_metadata)
     from rdsrn.runtimes.formats import METADATA_KEY
 
     fmt = detect_format(path)
@@ -221,9 +222,7 @@ def _embedded_metadata(path: Path) -> dict[str, Any]:
     elif fmt == "openvino":
         import openvino as ov
 
-        model = ov.Core().read_model(str(path))
-        raw = model.get_rt_info([METADATA_KEY]).astype(str) \
-            if model.has_rt_info([METADATA_KEY]) else None
+        raw = openvino_metadata(ov.Core().read_model(str(path)))
     else:
         try:
             import onnx

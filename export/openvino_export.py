@@ -26,15 +26,18 @@ from .parity import compare, gate_fp32, measure_int8_drop, torch_runner
 from .source import ModelSource
 
 
-def openvino_runner(xml: Path, threads: int | None = None) -> Any:
-    """An IR model run by OpenVINO on the CPU in f32 precision, as a parity Runner."""
+def openvino_runner(model: Any, threads: int | None = None) -> Any:
+    """An OpenVINO model (an ov.Model, or an IR file path) run on the CPU in f32
+    precision, as a parity Runner."""
     import openvino as ov
 
     core = ov.Core()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
+    if not isinstance(model, ov.Model):
+        model = core.read_model(str(model))
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -63,13 +66,9 @@ def export_openvino(src: ModelSource, out_path: str | Path, precision: str = "fp
         res = export_onnx(src, onnx_file, precision, parity_inputs=parity_inputs,
                           log=log, **onnx_options)
         meta = {**res.metadata, "format": "openvino", "converted_from": "onnx"}
-        with steps.step("convert ONNX -> OpenVINO IR") as s:
+        with steps.step("convert ONNX -> OpenVINO model"):
             model = ov.convert_model(str(onnx_file))
-            model.set_rt_info(json.dumps(meta, sort_keys=True), [METADATA_KEY])
-            xml, binf = Path(tmp) / "model.xml", Path(tmp) / "model.bin"
-            ov.save_model(model, str(xml), compress_to_fp16=False)
-            s["size"] = binf.stat().st_size
-        run = openvino_runner(xml)
+        run = openvino_runner(model)  # gated in memory; written once, after its gate
         ref = torch_runner(src.model)
         if precision == "fp32":
             with steps.step("parity vs PyTorch (real-image crops), OpenVINO f32") as s:
@@ -85,6 +84,7 @@ def export_openvino(src: ModelSource, out_path: str | Path, precision: str = "fp
             meta["delta_psnr"] = round(float(info["delta_psnr"]), 4)
             meta["eval"] = info
         model.set_rt_info(json.dumps(meta, sort_keys=True), [METADATA_KEY])
+        xml, binf = Path(tmp) / "model.xml", Path(tmp) / "model.bin"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         with steps.step(f"write {out_path} (+ .bin)") as s:
             # the .bin first: a reader never finds an .xml without its weights

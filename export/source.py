@@ -63,7 +63,7 @@ def load_source(spec: str, *, weights: str | Path | None = None, scale: int | No
     from rdsrn.models import load_network
     from rdsrn.network_spec import is_user_spec
     from rdsrn.models.rdsrn import RDSRN
-    from rdsrn.weights import file_sha256, load_into, load_state, read_metadata, weights_path
+    from rdsrn.weights import file_sha256, load_into, load_state, read_metadata
 
     path = Path(spec).expanduser()
     if path.suffix == ".safetensors" and path.is_file() and weights is None \
@@ -81,14 +81,7 @@ def load_source(spec: str, *, weights: str | Path | None = None, scale: int | No
     model = load_network(spec, weights=weights, scale=scale, model_args=model_args,
                          require_weights=random_seed is None)
     meta = getattr(model, "pretrained_meta", None)
-    if weights is not None:
-        wfile = Path(weights)
-    elif path.suffix == ".safetensors":
-        wfile = path
-    elif meta is not None and weights_path(spec).is_file():
-        wfile = weights_path(spec)
-    else:
-        wfile = None
+    wfile = getattr(model, "weights_file", None)
     name = path.stem if path.suffix == ".safetensors" else spec
     if is_user_spec(spec):
         name = spec.rpartition(":")[2]

@@ -340,6 +340,12 @@ class LiteRTBackend(Backend):
         return self._check_output(x, self._from_model(y))
 
 
+def openvino_metadata(model: Any) -> str | None:
+    """The metadata JSON an OpenVINO model (ov.Model) carries in its rt_info, or None."""
+    return model.get_rt_info([METADATA_KEY]).astype(str) \
+        if model.has_rt_info([METADATA_KEY]) else None
+
+
 class OpenVINOBackend(Backend):
     """OpenVINO Runtime on the CPU device: an IR model (.xml + .bin), FP32 or INT8
     (the QDQ graph of the INT8 ONNX file, run with OpenVINO's int8 kernels), float I/O.
@@ -360,8 +366,7 @@ class OpenVINOBackend(Backend):
         try:
             core = ov.Core()
             model = core.read_model(str(path), str(weights))
-            raw = model.get_rt_info([METADATA_KEY]).astype(str) \
-                if model.has_rt_info([METADATA_KEY]) else None
+            raw = openvino_metadata(model)
             config = {"INFERENCE_NUM_THREADS": self.threads,
                       "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
             self.compiled = core.compile_model(model, "CPU", config)

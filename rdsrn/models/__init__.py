@@ -103,7 +103,8 @@ def load_network(spec: str, *, weights: str | Path | None = None, scale: int | N
     ours (architecture from its metadata), or a network of the user's own,
     `path/to/file.py:Class` / `package.module:Class` (needs `scale`; `model_args` are
     its constructor's keyword arguments). Returns the network in eval mode, float32,
-    with `scale` and `config`; UserError (one line) for anything that does not fit.
+    with `scale`, `config` and `weights_file` (the file its weights came from, absent for
+    a random init); UserError (one line) for anything that does not fit.
     `require_weights=False` allows a randomly initialized network (development only).
     """
     from rdsrn.runtimes.errors import UserError
@@ -111,12 +112,13 @@ def load_network(spec: str, *, weights: str | Path | None = None, scale: int | N
     from rdsrn.network_spec import is_user_spec
 
     from . import user
-    from ..weights import load_weights, load_pretrained, read_metadata, weights_path
+    from ..weights import load_weights, read_metadata, weights_path
 
     if is_user_spec(spec):
         model = user.build(spec, scale, model_args)
         if weights is not None:
             model.pretrained_meta = load_weights(model, weights)
+            model.weights_file = str(weights)
         elif require_weights:
             raise UserError(f"--model {spec}: pass its trained weights with --weights FILE")
         return model.eval()
@@ -133,12 +135,12 @@ def load_network(spec: str, *, weights: str | Path | None = None, scale: int | N
         if not name or name not in _REGISTRY:
             raise UserError(f"{path}: its metadata names no known model (key 'model'); "
                             "give the architecture: --model NAME --weights FILE")
-        config = meta.get("config") or {}
         try:
-            model = architecture(name).ctor(**{**architecture(name).kwargs, **config})
+            model = create_model(name, **(meta.get("config") or {}))
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: metadata config does not fit {name!r} ({exc})") from None
         model.pretrained_meta = load_weights(model, path)
+        model.weights_file = str(path)
     else:
         if spec not in _REGISTRY:
             raise UserError(unknown_name_message("model", spec, list_models())
@@ -146,9 +148,10 @@ def load_network(spec: str, *, weights: str | Path | None = None, scale: int | N
         overrides = dict(model_args or {})
         if weights is not None:
             model = create_model(spec, weights=weights, **overrides)
+            model.weights_file = str(weights)
         elif weights_path(spec).is_file():
-            model = create_model(spec, **overrides)
-            load_pretrained(model, spec)
+            model = create_model(spec, pretrained=True, **overrides)
+            model.weights_file = str(weights_path(spec))
         elif require_weights:
             raise UserError(f"{spec}: no weights ship with the toolkit for it; pass "
                             "--weights FILE (the official checkpoint or your own)")

@@ -125,15 +125,12 @@ def init_weights_from(model: nn.Module, path: str,
     `path`: .safetensors, a `rdsrn train` checkpoint (its EMA weights) or any PyTorch
     state dict; with `from_official` (the architecture's published-checkpoint mapping)
     the mapped keys are used when more of them fit."""
-    from ..weights import read_checkpoint
+    from ..weights import closer_layout, read_checkpoint
 
     p = Path(path)
     state, _ = read_checkpoint(p)
     own = model.state_dict()
-    if from_official is not None:
-        mapped = from_official(state)
-        if len(set(mapped) & set(own)) > len(set(state) & set(own)):
-            state = mapped
+    state, _ = closer_layout(own, state, from_official)
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise UserError(f"{p}: no tensor fits this architecture")

@@ -100,15 +100,9 @@ def fit_error(model: nn.Module, state: dict, path: str | Path) -> UserError | No
 
 
 def load_into(model: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load our .safetensors weights into `model`, with a one-line error on an
-    architecture mismatch."""
-    state, meta = load_state(path)
-    err = fit_error(model, state, path)
-    if err:
-        raise err
-    check_anchor(model, meta, path)
-    model.load_state_dict(state)
-    return meta
+    """Load our .safetensors weights into `model` (`load_weights` without a checkpoint
+    mapping), with a one-line error on an architecture mismatch."""
+    return load_weights(model, path)
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -173,6 +167,24 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, Any]]:
     return dict(obj), {}
 
 
+def closer_layout(own: dict, state: dict, from_official: Callable[[dict], dict] | None
+                  ) -> tuple[dict, bool]:
+    """`state` or `from_official(state)` (a network's published-checkpoint key map),
+    whichever has more tensors that fit `own` (a model's state dict) by name and shape;
+    True when it is the mapped one. The raw state wins a tie."""
+    if from_official is None:
+        return state, False
+
+    def fitting(st: dict) -> int:
+        return sum(k in own and own[k].shape == tuple(v.shape) for k, v in st.items())
+
+    raw = fitting(state)
+    if raw == len(own) == len(state):  # already this module's layout
+        return state, False
+    mapped = from_official(state)
+    return (mapped, True) if fitting(mapped) > raw else (state, False)
+
+
 def load_weights(model: nn.Module, path: str | Path,
                     from_official: Callable[[dict], dict] | None = None) -> dict[str, Any]:
     """Load a weights file of any supported kind into `model`; returns its metadata.
@@ -182,16 +194,10 @@ def load_weights(model: nn.Module, path: str | Path,
     tried. A UserError names the missing / unexpected keys of the closer of the two.
     """
     state, meta = read_checkpoint(path)
+    state, mapped = closer_layout(model.state_dict(), state, from_official)
+    if mapped:
+        meta = {**meta, "converted_from": "official checkpoint"}
     err = fit_error(model, state, path)
-    if err and from_official is not None:
-        mapped = from_official(state)
-        mapped_err = fit_error(model, mapped, path)
-        own = set(model.state_dict())
-        if mapped_err is None:
-            state, err = mapped, None
-            meta = {**meta, "converted_from": "official checkpoint"}
-        elif len(own & set(mapped)) > len(own & set(state)):
-            err = mapped_err
     if err:
         raise err
     check_anchor(model, meta, path)
